@@ -1,0 +1,480 @@
+"""The TLS policy: one frozen value that builds every SSLContext trioecho uses.
+
+Theory of operation
+-------------------
+A :class:`Policy` is plain data (versions, cipher lists, ALPN, verification,
+certificates, resumption, timeouts).  It is validated once, in
+``__post_init__``, and varied with :func:`dataclasses.replace` (or
+:meth:`Policy.replace`).  :meth:`Policy.server_context` and
+:meth:`Policy.client_context` build a *fresh* :class:`ssl.SSLContext` on every
+call: never a module-level singleton, never a context a caller passed in.
+
+The server must build its context once and share it across connections: TLS
+session tickets are encrypted with keys that live in the ``SSL_CTX``, so a
+ticket only resumes on the context that issued it.
+
+Where Python's ``ssl`` cannot enforce a setting (TLS 1.3 cipher suites and
+group lists before Python 3.15), the policy fails closed: it reads back what the
+built context enforces and raises :class:`ConfigError` if that differs from
+what was asked.  The CLI arranges an ``OPENSSL_CONF`` for its own process so the
+restriction *is* in force (see :mod:`trioecho._opensslconf`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = [
+    "ALPN_CLIENT_DEFAULT",
+    "ALPN_SERVER_DEFAULT",
+    "PROFILES",
+    "CertSpec",
+    "Policy",
+    "effective_settings",
+]
+
+#: The chapter's ALPN: our protocol first, then the two the chapter uses as examples.
+ALPN_CLIENT_DEFAULT: tuple[str, ...] = ("echo/1", "h2", "http/1.1")
+#: The server speaks only the echo protocol.
+ALPN_SERVER_DEFAULT: tuple[str, ...] = ("echo/1",)
+
+#: Mozilla intermediate (5.7 minus DHE, as in 5.8/6.0): ECDHE with AEAD only.
+INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+#: The chapter's TLS 1.2 list (section 14.3.2).
+CHAPTER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+#: OpenSSL's default TLS 1.3 suites, which Mozilla's profiles keep as they are.
+DEFAULT_TLS13_SUITES: tuple[str, ...] = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+)
+#: The chapter's TLS 1.3 suites (section 14.3.2).
+CHAPTER_TLS13_SUITES: tuple[str, ...] = ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256")
+#: Mozilla 5.7 intermediate/modern groups.
+MOZILLA_GROUPS: tuple[str, ...] = ("X25519", "P-256", "P-384")
+
+Version = Literal["1.2", "1.3"]
+ClientAuth = Literal["none", "optional", "required"]
+
+_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+_VERSION_ALIASES = {
+    "1.2": "1.2", "tls1.2": "1.2", "tlsv1.2": "1.2", "tls12": "1.2", "tls1_2": "1.2",
+    "1.3": "1.3", "tls1.3": "1.3", "tlsv1.3": "1.3", "tls13": "1.3", "tls1_3": "1.3",
+}
+#: How OpenSSL names the groups we accept under friendlier spellings.
+_GROUP_ALIASES = {
+    "x25519": "X25519", "x448": "X448",
+    "p-256": "P-256", "prime256v1": "P-256", "secp256r1": "P-256",
+    "p-384": "P-384", "secp384r1": "P-384",
+    "p-521": "P-521", "secp521r1": "P-521",
+}
+#: set_ecdh_curve() wants OpenSSL's short names.
+_GROUP_CURVE_NAME = {
+    "X25519": "X25519", "X448": "X448",
+    "P-256": "prime256v1", "P-384": "secp384r1", "P-521": "secp521r1",
+}
+
+
+def parse_version(text: str) -> Version:
+    """Parse ``1.2``, ``TLSv1.3``, ``tls13``... into ``"1.2"`` or ``"1.3"``.
+
+    Raises:
+        ConfigError: anything else (TLS 1.0/1.1 are refused on purpose).
+    """
+    v = _VERSION_ALIASES.get(text.strip().lower())
+    if v is None:
+        raise ConfigError(
+            f"unknown TLS version {text!r}: use 1.2 or 1.3 "
+            "(TLS 1.0 and 1.1 are deprecated and never allowed)"
+        )
+    return v  # type: ignore[return-value]
+
+
+def parse_list(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Split a comma-separated option (or pass a sequence through) into a tuple."""
+    if text is None:
+        return ()
+    if isinstance(text, str):
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    return tuple(text)
+
+
+def normalize_group(name: str) -> str:
+    """Return the canonical spelling of a key-exchange group, or raise ConfigError."""
+    g = _GROUP_ALIASES.get(name.strip().lower())
+    if g is None:
+        raise ConfigError(
+            f"unknown key-exchange group {name!r}: use X25519, P-256, P-384, P-521 or X448"
+        )
+    return g
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    """A certificate chain and its key, optionally bound to SNI names.
+
+    Args:
+        cert: PEM file with the certificate chain (leaf first); may hold the key too.
+        key: PEM file with the private key; ``None`` when ``cert`` holds it.
+        names: SNI names this certificate serves (empty: the default certificate).
+    """
+
+    cert: Path
+    key: Path | None = None
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything about TLS that trioecho configures, as one frozen value.
+
+    Build contexts with :meth:`server_context` / :meth:`client_context`; vary it
+    with :meth:`replace`; start from a named profile with :meth:`from_profile`.
+    All fields are keyword-only.
+    """
+
+    # -- protocol ---------------------------------------------------------------
+    profile: str = "baseline"
+    min_version: Version = "1.2"
+    max_version: Version = "1.3"
+    #: TLS 1.2 cipher string (OpenSSL syntax); never affects TLS 1.3.
+    ciphers: str = CHAPTER_CIPHERS
+    #: TLS 1.3 suites; ``None`` keeps OpenSSL's default set.
+    ciphersuites: tuple[str, ...] | None = None
+    #: Key-exchange groups; ``None`` keeps OpenSSL's default list.
+    groups: tuple[str, ...] | None = None
+    #: ALPN offered; ``None`` means the role's default (server: echo/1; client: echo/1,h2,http/1.1).
+    alpn: tuple[str, ...] | None = None
+    #: Server: close connections whose client offered no protocol we accept.
+    alpn_strict: bool = False
+    # -- server identity and client authentication ----------------------------------
+    certs: tuple[CertSpec, ...] = ()
+    key_password_file: Path | None = None
+    client_auth: ClientAuth = "none"
+    client_ca: Path | None = None
+    # -- client verification and identity ---------------------------------------------
+    #: Trust anchors; ``None`` uses the system store.
+    cafile: Path | None = None
+    #: Turn off certificate and hostname verification (loudly reported).
+    insecure: bool = False
+    client_cert: CertSpec | None = None
+    # -- resumption ------------------------------------------------------------------
+    #: TLS 1.3 tickets per full handshake; 0 turns tickets (and resumption) off.
+    #: One ticket, not OpenSSL's two: each costs ~20 us of server CPU per handshake.
+    num_tickets: int = 1
+    # -- debugging --------------------------------------------------------------------
+    keylog: Path | None = None
+    # -- timeouts ---------------------------------------------------------------------
+    #: One overall deadline for the TCP connect + TLS handshake, in seconds.
+    handshake_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_version", "max_version"):
+            object.__setattr__(self, name, parse_version(getattr(self, name)))
+        if _VERSIONS[self.min_version] > _VERSIONS[self.max_version]:
+            raise ConfigError(
+                f"--min-version {self.min_version} is above --max-version {self.max_version}: "
+                "swap them or drop one"
+            )
+        if self.alpn is not None:
+            alpn = parse_list(self.alpn)
+            for proto in alpn:
+                if not 1 <= len(proto.encode()) <= 255:
+                    raise ConfigError(f"ALPN protocol {proto!r} must be 1-255 bytes long")
+            object.__setattr__(self, "alpn", alpn)
+        if self.groups is not None:
+            object.__setattr__(self, "groups", tuple(normalize_group(g) for g in self.groups))
+        if self.ciphersuites is not None:
+            object.__setattr__(self, "ciphersuites", parse_list(self.ciphersuites))
+        if self.client_auth not in ("none", "optional", "required"):
+            raise ConfigError(
+                f"--client-auth must be none, optional or required, not {self.client_auth!r}"
+            )
+        if self.client_auth != "none" and self.client_ca is None:
+            raise ConfigError(
+                f"--client-auth {self.client_auth} needs --client-ca PEM: "
+                "the CA whose client certificates the server accepts"
+            )
+        if not 0 <= self.num_tickets <= 16:
+            raise ConfigError(f"--tickets must be between 0 and 16, not {self.num_tickets}")
+        if not self.handshake_timeout > 0:
+            raise ConfigError(
+                f"--handshake-timeout must be a positive number of seconds, not {self.handshake_timeout}"
+            )
+        if self.ciphers:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(self.ciphers)
+            except ssl.SSLError as exc:
+                raise ConfigError(
+                    f"--ciphers {self.ciphers!r} selects no TLS 1.2 cipher OpenSSL knows: "
+                    "use OpenSSL names such as ECDHE-ECDSA-AES128-GCM-SHA256 "
+                    "(TLS 1.3 suites go in --ciphersuites)"
+                ) from exc
+
+    # -- named constructors ---------------------------------------------------------------
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> Policy:
+        """Start from a named profile (see :data:`PROFILES`) and override fields.
+
+        Raises:
+            ConfigError: unknown profile name, or a bad override.
+        """
+        try:
+            base = PROFILES[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown profile {name!r}: choose one of {', '.join(sorted(PROFILES))}"
+            ) from None
+        return dataclasses.replace(base, **overrides)
+
+    def replace(self, **changes: Any) -> Policy:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- derived values -----------------------------------------------------------------------
+
+    def server_alpn(self) -> tuple[str, ...]:
+        return self.alpn if self.alpn is not None else ALPN_SERVER_DEFAULT
+
+    def client_alpn(self) -> tuple[str, ...]:
+        return self.alpn if self.alpn is not None else ALPN_CLIENT_DEFAULT
+
+    # -- building contexts ------------------------------------------------------------------
+
+    def _base(self, purpose: int) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(purpose)
+        ctx.minimum_version = _VERSIONS[self.min_version]
+        ctx.maximum_version = _VERSIONS[self.max_version]
+        # Compression (CRIME) and renegotiation are off; truncation stays
+        # detectable: Python 3.11.0-3.11.2 set OP_IGNORE_UNEXPECTED_EOF by
+        # default (https://github.com/python/cpython/issues/95494).
+        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+        if self.ciphers:
+            ctx.set_ciphers(self.ciphers)
+        self._apply_tls13(ctx)
+        if self.keylog is not None:
+            ctx.keylog_filename = str(self.keylog)
+        return ctx
+
+    def _apply_tls13(self, ctx: ssl.SSLContext) -> None:
+        from . import _opensslconf
+
+        if self.ciphersuites is not None:
+            setter = getattr(ctx, "set_ciphersuites", None)
+            if setter is not None:  # Python >= 3.15
+                setter(":".join(self.ciphersuites))
+        if self.groups is not None:
+            set_groups = getattr(ctx, "set_groups", None)
+            if set_groups is not None:  # Python >= 3.15
+                set_groups(":".join(self.groups))
+            elif len(self.groups) == 1:
+                # One group: set_ecdh_curve also restricts TLS 1.3 key shares.
+                ctx.set_ecdh_curve(_GROUP_CURVE_NAME[self.groups[0]])
+        _opensslconf.check_enforced(self, ctx)
+
+    def server_context(self) -> ssl.SSLContext:
+        """Build a fresh server context: certificates, ALPN, tickets, client auth.
+
+        Raises:
+            ConfigError: no certificate, unreadable or mismatched files, bad settings.
+        """
+        if not self.certs:
+            raise ConfigError("the server needs a certificate: pass --cert server.pem")
+        ctx = self._base(ssl.PROTOCOL_TLS_SERVER)
+        _load_chain(ctx, self.certs[0], self.key_password_file)
+        ctx.set_alpn_protocols(list(self.server_alpn()))
+        ctx.num_tickets = self.num_tickets
+        if self.num_tickets == 0:
+            # No tickets and no stateful cache either: resumption is off.
+            ctx.options |= ssl.OP_NO_TICKET
+        if self.client_auth != "none":
+            assert self.client_ca is not None
+            _load_verify(ctx, self.client_ca, "--client-ca")
+            ctx.verify_mode = (
+                ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
+            )
+        if len(self.certs) > 1:
+            _install_sni(ctx, self)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """Build a fresh client context: trust anchors, hostname check, ALPN, client cert.
+
+        Raises:
+            ConfigError: unreadable CA or client certificate files.
+        """
+        ctx = self._base(ssl.PROTOCOL_TLS_CLIENT)
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.cafile is not None:
+            _load_verify(ctx, self.cafile, "--cafile")
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        alpn = self.client_alpn()
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
+        if self.client_cert is not None:
+            _load_chain(ctx, self.client_cert, self.key_password_file)
+        return ctx
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _readable(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} {path}: no such file (generate one with scripts/gen_certs.py --out DIR)")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory: pass the PEM file inside it")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {path} is not readable by this user: fix its permissions (chmod 600, owned by you)")
+    return path
+
+
+def key_is_exposed(path: Path) -> bool:
+    """True when a private key file is readable by group or others (the chapter asks for 600)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+def _read_password(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    _readable(path, "--key-password-file")
+    return Path(path).read_bytes().rstrip(b"\r\n")
+
+
+def _load_chain(ctx: ssl.SSLContext, spec: CertSpec, password_file: Path | None) -> None:
+    cert = _readable(spec.cert, "certificate")
+    key = _readable(spec.key, "key") if spec.key is not None else None
+    key_file = key or cert
+    key_pem = key_file.read_bytes()
+    if b"PRIVATE KEY" not in key_pem:
+        if key is None:
+            raise ConfigError(
+                f"certificate {cert} holds no private key: pass --key KEY.pem, "
+                "or a PEM file with the key and the chain (e.g. server.pem from gen_certs.py)"
+            )
+        raise ConfigError(f"key {key} holds no PEM private key: pass the key file (e.g. server.key)")
+    if b"CERTIFICATE" not in cert.read_bytes():
+        raise ConfigError(f"certificate {cert} holds no PEM certificate: pass the certificate chain (e.g. server.crt)")
+    password = _read_password(password_file)
+    encrypted = b"ENCRYPTED" in key_pem
+    if encrypted and password is None:
+        raise ConfigError(f"key {key_file} is encrypted: pass --key-password-file FILE")
+    try:
+        ctx.load_cert_chain(str(cert), str(key) if key else None, password=password if encrypted else None)
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        if reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"certificate {cert} and key {key_file} do not match: "
+                "pass the key that was generated with this certificate"
+            ) from exc
+        if encrypted:
+            raise ConfigError(f"key {key_file}: cannot decrypt it; wrong password in --key-password-file?") from exc
+        raise ConfigError(
+            f"cannot load certificate {cert} / key {key_file} ({reason}): "
+            "check both are PEM files and belong together"
+        ) from exc
+
+
+def _load_verify(ctx: ssl.SSLContext, path: Path, flag: str) -> None:
+    path = _readable(path, flag)
+    try:
+        ctx.load_verify_locations(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"{flag} {path} holds no usable CA certificate ({getattr(exc, 'reason', exc)}): "
+            "pass a PEM file such as ca.pem from gen_certs.py"
+        ) from exc
+
+
+def _install_sni(ctx: ssl.SSLContext, policy: Policy) -> None:
+    """Serve several certificates, chosen by the SNI name the client sends."""
+    by_name: dict[str, ssl.SSLContext] = {}
+    for spec in policy.certs[1:]:
+        sub = policy.replace(certs=(CertSpec(spec.cert, spec.key),))
+        sub_ctx = sub.server_context()
+        for name in spec.names:
+            by_name[name.lower()] = sub_ctx
+
+    def pick(sslobj: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
+        if name is not None and name.lower() in by_name:
+            sslobj.context = by_name[name.lower()]
+
+    ctx.sni_callback = pick  # type: ignore[assignment]
+
+
+def effective_settings(ctx: ssl.SSLContext) -> dict[str, Any]:
+    """Read back what a built context enforces (not what was asked for)."""
+    ciphers = ctx.get_ciphers()
+    return {
+        "minimum_version": ctx.minimum_version.name,
+        "maximum_version": ctx.maximum_version.name,
+        "tls13_suites": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"],
+        "tls12_ciphers": [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"],
+        "compression": not bool(ctx.options & ssl.OP_NO_COMPRESSION),
+        "renegotiation": not bool(ctx.options & ssl.OP_NO_RENEGOTIATION),
+        "ignore_unexpected_eof": bool(ctx.options & ssl.OP_IGNORE_UNEXPECTED_EOF),
+        "verify_mode": ctx.verify_mode.name,
+        "check_hostname": ctx.check_hostname,
+        "num_tickets": ctx.num_tickets if ctx.protocol == ssl.PROTOCOL_TLS_SERVER else None,
+    }
+
+
+def _iter_profiles() -> Iterable[Policy]:
+    yield Policy(profile="baseline")
+    yield Policy(
+        profile="intermediate",
+        ciphers=INTERMEDIATE_CIPHERS,
+        ciphersuites=DEFAULT_TLS13_SUITES,
+        groups=MOZILLA_GROUPS,
+    )
+    yield Policy(
+        profile="modern",
+        min_version="1.3",
+        ciphers=INTERMEDIATE_CIPHERS,
+        ciphersuites=DEFAULT_TLS13_SUITES,
+        groups=MOZILLA_GROUPS,
+    )
+    yield Policy(
+        profile="chapter",
+        ciphers=CHAPTER_CIPHERS,
+        ciphersuites=CHAPTER_TLS13_SUITES,
+    )
+
+
+#: Named profiles.  ``baseline`` is what the library builds by default and is
+#: enforceable on any Python; ``intermediate`` (the CLI default) and ``modern``
+#: follow Mozilla's server-side TLS guidelines 5.7; ``chapter`` is the design
+#: chapter's own policy (section 14.3.2).
+PROFILES: dict[str, Policy] = {p.profile: p for p in _iter_profiles()}

@@ -1,0 +1,49 @@
+"""Interop with OpenSSL's own tools: s_client against trioecho serve, trioecho ping against s_server."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import trio
+
+from trioecho import Pinger, PingOptions
+from trioecho.testing import TestPKI
+
+from .peers import need, run
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+async def test_s_client_echoes_through_trioecho(pki: TestPKI, start_server, version: str) -> None:  # type: ignore[no-untyped-def]
+    openssl = need("openssl")
+    srv = await start_server()
+    argv = [openssl, "s_client", "-connect", f"127.0.0.1:{srv.port}", "-servername", "localhost",
+            "-CAfile", str(pki.ca_pem), "-verify_return_error", "-alpn", "echo/1", version, "-quiet"]
+    async with run(argv, merge_stderr=False) as sc:
+        body = b"hello from s_client"
+        await sc.send(struct.pack(">I", len(body)) + body)
+        echoed = await sc.read_exactly(4 + len(body))
+        assert echoed == struct.pack(">I", len(body)) + body
+    (info,) = await srv.wait_ended(1)
+    assert info.version == ("TLSv1.2" if version == "-tls1_2" else "TLSv1.3")
+    assert info.alpn == "echo/1" and info.frames == 1
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+async def test_ping_handshake_only_against_s_server(pki: TestPKI, tmp_path, version: str) -> None:  # type: ignore[no-untyped-def]
+    openssl = need("openssl")
+    key = tmp_path / "server.key"
+    key.write_bytes(pki.server.private_key_pem.bytes())
+    crt = tmp_path / "server.crt"
+    crt.write_bytes(b"".join(b.bytes() for b in pki.server.cert_chain_pems))
+    argv = [openssl, "s_server", "-accept", "127.0.0.1:0", "-cert", str(crt), "-key", str(key), version, "-naccept", "3"]
+    async with run(argv) as ss:
+        port = int((await ss.read_until(rb"ACCEPT 127\.0\.0\.1:(\d+)")).group(1))
+        opts = PingOptions(host="localhost", port=port, count=3, interval=0, handshake_only=True, timeout=5)
+        report = await Pinger(opts, pki.client_policy()).run()
+    assert [p.ok for p in report.probes] == [True] * 3, [p.error for p in report.probes]
+    assert report.tls is not None
+    assert report.tls.version == ("TLSv1.2" if version == "-tls1_2" else "TLSv1.3")
+    assert [p.resumed for p in report.probes] == [False, True, True]
