@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-import trio
 
 from trioecho import Pinger, PingOptions
 from trioecho.testing import TestPKI

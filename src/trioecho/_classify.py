@@ -99,7 +99,7 @@ def find_ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
         if isinstance(exc, ssl.SSLError):
             return exc
         if isinstance(exc, ssl.CertificateError):
-            return exc  # type: ignore[return-value]
+            return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
@@ -176,25 +176,23 @@ def classify(exc: BaseException, *, phase: str = "echo", side: str = "client") -
     if isinstance(exc, ProtocolError):
         return Classified("frame_too_large" if "limit" in str(exc) else "tls_error", str(exc))
     if isinstance(exc, trio.TooSlowError):
-        kind = "handshake_timeout" if (phase == "handshake" and side == "server") else "timeout"
-        return Classified(kind, f"timed out during {phase}")
+        slow = "handshake_timeout" if (phase == "handshake" and side == "server") else "timeout"
+        return Classified(slow, f"timed out during {phase}")
     if isinstance(exc, socket.gaierror):
         return Classified("dns", f"cannot resolve the host name ({exc.strerror})")
 
     err = find_ssl_error(exc)
     if isinstance(err, ssl.SSLCertVerificationError):
-        kind = _verify_kind(err)
+        vkind = _verify_kind(err)
         msg = getattr(err, "verify_message", None) or str(err)
-        if side == "server":
-            # The client's certificate failed our verification.
-            if kind in ("unknown_ca", "self_signed", "cert_invalid"):
-                kind = "unknown_ca"
-        return Classified(kind, f"certificate verify failed: {msg}")
+        if side == "server" and vkind in ("unknown_ca", "self_signed", "cert_invalid"):
+            vkind = "unknown_ca"  # the client's certificate failed our verification
+        return Classified(vkind, f"certificate verify failed: {msg}")
     if isinstance(err, ssl.CertificateError) and not isinstance(err, ssl.SSLError):
         return Classified("hostname_mismatch", str(err))
     if err is not None:
         reason = _ssl_reason(err)
-        kind = _REASONS.get(reason)
+        kind: str | None = _REASONS.get(reason)
         if side == "server" and reason in _ALERTS_ABOUT_OUR_CERT:
             kind = "cert_rejected_by_peer"
         if reason == "CERTIFICATE_VERIFY_FAILED":

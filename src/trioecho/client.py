@@ -411,6 +411,7 @@ async def open_echo_connection(
             "the server may not speak TLS on that port (try --plaintext), or it is overloaded; raise --timeout"
             if phase == "handshake" else ERROR_KINDS["timeout"].fix,
         )
+    assert ctx is not None
     info = _tls_info(ssl_stream, policy, name, verified=ctx.verify_mode != ssl.CERT_NONE)
     return EchoConnection(ssl_stream, tls=info, tcp_time=tcp_time, tls_time=tls_time,
                           max_frame=max_frame, timeout=timeout, sessions=sessions)
@@ -467,8 +468,9 @@ async def resolve_once(host: str, port: int) -> list[str]:
     infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
     out: list[str] = []
     for *_, sa in infos:
-        if sa[0] not in out:
-            out.append(sa[0])
+        addr = str(sa[0])
+        if addr not in out:
+            out.append(addr)
     return out
 
 

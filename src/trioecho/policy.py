@@ -431,7 +431,7 @@ def _install_sni(ctx: ssl.SSLContext, policy: Policy) -> None:
         if name is not None and name.lower() in by_name:
             sslobj.context = by_name[name.lower()]
 
-    ctx.sni_callback = pick  # type: ignore[assignment]
+    ctx.sni_callback = pick
 
 
 def effective_settings(ctx: ssl.SSLContext) -> dict[str, Any]:

@@ -239,7 +239,7 @@ class EchoServer:
             if conn is not None:
                 conn.info.sni = name
             if previous is not None:
-                return previous(obj, name, c)
+                return previous(obj, name, c)  # type: ignore[arg-type]
             return None
 
         ctx.sni_callback = record_sni
@@ -293,7 +293,7 @@ class EchoServer:
                     async with trio.open_nursery() as accept_nursery:
                         for lst in listeners:
                             accept_nursery.start_soon(self._accept_loop, lst, conn_nursery)
-                        task_status.started(addrs)  # type: ignore[arg-type]
+                        task_status.started(addrs)
                 # Accepting stopped (shutdown): give connections their grace time.
                 for lst in listeners:
                     lst.socket.close()

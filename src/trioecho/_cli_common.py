@@ -1,0 +1,175 @@
+"""Shared pieces of the command line: exit codes, value parsers, policy flags, errors."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "add_policy_flags", "die", "parse_size", "parse_sizes",
+           "policy_from_args"]
+
+#: Exit codes (stable, for scripts).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def parse_size(text: str) -> int:
+    """``64``, ``16k``, ``1M`` (binary units) -> bytes."""
+    t = text.strip().lower()
+    num = t.rstrip("bikm")
+    unit = t[len(num):]
+    if unit not in _SIZE_UNITS or not num:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use bytes or a k/M suffix, e.g. 64, 16k, 1M")
+    try:
+        value = float(num) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use bytes or a k/M suffix, e.g. 64, 16k, 1M") from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: must be a whole, non-negative number of bytes")
+    return int(value)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """A list (``64,1k,16k``) or a range (``1k-16k``, doubling) of sizes."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo_t, hi_t = part.split("-", 1)
+            lo, hi = parse_size(lo_t), parse_size(hi_t)
+            if lo > hi:
+                raise argparse.ArgumentTypeError(f"bad size range {part!r}: the low end is above the high end")
+            v = lo
+            while v <= hi:
+                out.append(v)
+                v = v * 2 if v else 1
+            if out[-1] != hi:
+                out.append(hi)
+        else:
+            out.append(parse_size(part))
+    if not out:
+        raise argparse.ArgumentTypeError("no size given")
+    return tuple(out)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if v < 0 or math.isnan(v):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be zero or more seconds")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port {v} is out of range 0-65535 (0 picks a free port)")
+    return v
+
+
+def add_policy_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS policy (a profile, then individual overrides)")
+    g.add_argument("--profile", default="intermediate",
+                   help="intermediate (default; Mozilla 5.7: TLS 1.2+1.3, ECDHE+AEAD, X25519/P-256/P-384), "
+                        "modern (TLS 1.3 only), chapter (the design chapter's lists), baseline (OpenSSL's "
+                        "default TLS 1.3 suites and groups)")
+    g.add_argument("--min-version", metavar="V", help="lowest TLS version: 1.2 or 1.3")
+    g.add_argument("--max-version", metavar="V", help="highest TLS version: 1.2 or 1.3")
+    g.add_argument("--ciphers", metavar="LIST", help="TLS 1.2 cipher list, OpenSSL syntax")
+    g.add_argument("--ciphersuites", metavar="LIST", help="TLS 1.3 suites, comma-separated, e.g. TLS_AES_128_GCM_SHA256")
+    g.add_argument("--groups", metavar="LIST", help="key-exchange groups, e.g. X25519,P-256")
+    g.add_argument("--alpn", metavar="LIST",
+                   help="ALPN protocols, comma-separated (server default echo/1; client default echo/1,h2,http/1.1); "
+                        "an empty string offers none")
+    g.add_argument("--keylog", metavar="FILE", type=Path,
+                   help="append TLS secrets to FILE in NSS key log format for Wireshark (debugging only: "
+                        "anyone with the file can decrypt the traffic)")
+
+
+# -- policy from flags --------------------------------------------------------------------------
+
+def policy_from_args(args: argparse.Namespace, role: str) -> Any:
+    """Build the Policy for ``role`` ("server", "client" or "show") from parsed flags.
+
+    Raises:
+        ConfigError: bad values.
+    """
+    from .policy import CertSpec, Policy, parse_list
+
+    over: dict[str, Any] = {}
+    for name in ("min_version", "max_version", "ciphers"):
+        v = getattr(args, name, None)
+        if v is not None:
+            over[name] = v
+    if getattr(args, "ciphersuites", None) is not None:
+        over["ciphersuites"] = parse_list(args.ciphersuites)
+    if getattr(args, "groups", None) is not None:
+        over["groups"] = parse_list(args.groups)
+    if getattr(args, "alpn", None) is not None:
+        over["alpn"] = parse_list(args.alpn)
+    if getattr(args, "keylog", None) is not None:
+        over["keylog"] = args.keylog
+    if getattr(args, "key_password_file", None) is not None:
+        over["key_password_file"] = args.key_password_file
+    if role == "server":
+        certs = list(args.cert or [])
+        if certs:
+            specs = [CertSpec(certs[0], args.key)]
+            specs += [CertSpec(c) for c in certs[1:]]
+            over["certs"] = tuple(specs)
+        over["client_auth"] = args.client_auth
+        if args.client_ca is not None:
+            over["client_ca"] = args.client_ca
+        over["alpn_strict"] = args.alpn_strict
+        if args.no_tickets:
+            over["num_tickets"] = 0
+        elif args.tickets is not None:
+            over["num_tickets"] = args.tickets
+        over["handshake_timeout"] = args.handshake_timeout
+    elif role == "client":
+        if args.cafile is not None:
+            over["cafile"] = args.cafile
+        over["insecure"] = args.insecure
+        if args.cert is not None:
+            over["client_cert"] = CertSpec(args.cert, args.key)
+        over["handshake_timeout"] = args.timeout
+    return Policy.from_profile(args.profile, **over)
+
+
+def die(msg: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one error line (no traceback) and exit (2 by default)."""
+    print(f"trioecho: error: {msg}", file=sys.stderr)
+    sys.exit(code)
