@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -vE '^WARNING: Location' || true
 need=()
 for tool in openssl:openssl gnutls-cli:gnutls-bin gnutls-serv:gnutls-bin socat:socat haproxy:haproxy; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")

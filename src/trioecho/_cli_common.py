@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "add_policy_flags", "die", "parse_size", "parse_sizes",
-           "policy_from_args"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "add_client_tls_flags", "add_policy_flags", "add_server_tls_flags",
+           "die", "parse_size", "parse_sizes", "policy_from_args"]
 
 #: Exit codes (stable, for scripts).
 EXIT_OK = 0
@@ -117,6 +117,37 @@ def add_policy_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keylog", metavar="FILE", type=Path,
                    help="append TLS secrets to FILE in NSS key log format for Wireshark (debugging only: "
                         "anyone with the file can decrypt the traffic)")
+
+
+def add_server_tls_flags(sp: argparse.ArgumentParser) -> None:
+    """The server's certificates, client authentication, ALPN strictness and tickets."""
+    g = sp.add_argument_group("server identity, client certificates (mTLS), resumption")
+    g.add_argument("--cert", action="append", type=Path, metavar="PEM",
+                    help="certificate chain (leaf first), optionally with its key (server.pem from gen_certs.py)")
+    g.add_argument("--key", type=Path, metavar="PEM", help="private key, if not inside --cert")
+    g.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted key")
+    g.add_argument("--client-auth", choices=["none", "optional", "required"], default="none",
+                    help="ask clients for a certificate (mTLS)")
+    g.add_argument("--client-ca", type=Path, metavar="PEM", help="CA that issues accepted client certificates")
+    g.add_argument("--alpn-strict", action="store_true",
+                    help="close connections whose client offered no ALPN protocol we accept "
+                         "(OpenSSL alone lets them through with no ALPN)")
+    t = g.add_mutually_exclusive_group()
+    t.add_argument("--tickets", type=int, metavar="N", default=None,
+                   help="TLS 1.3 session tickets per handshake (default 1)")
+    t.add_argument("--no-tickets", action="store_true", help="issue no tickets: resumption off")
+
+
+def add_client_tls_flags(pp: argparse.ArgumentParser) -> None:
+    """The client's trust anchors, name to verify, and client certificate."""
+    g = pp.add_argument_group("verification and client certificate")
+    g.add_argument("--cafile", type=Path, metavar="PEM", help="trust these CAs instead of the system store")
+    g.add_argument("--servername", metavar="NAME", help="name to verify and send as SNI (default: HOST)")
+    g.add_argument("--insecure", action="store_true",
+                    help="do not verify the certificate or the name (prints a warning; shown in --json)")
+    g.add_argument("--cert", type=Path, metavar="PEM", help="client certificate (and key) for mTLS")
+    g.add_argument("--key", type=Path, metavar="PEM", help="client key, if not inside --cert")
+    g.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted client key")
 
 
 # -- policy from flags --------------------------------------------------------------------------

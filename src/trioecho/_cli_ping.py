@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from ._cli_common import (
     _count,
     _nonneg,
     _positive,
+    add_client_tls_flags,
     add_policy_flags,
     die,
     parse_size,
@@ -39,13 +39,6 @@ def add_parser(sub: Any) -> None:
     )
     pp.add_argument("target", metavar="HOST[:PORT]",
                     help=f"server to ping (default port {DEFAULT_PORT}); IPv6 as [::1]:9443 or ::1")
-    pp.add_argument("--cafile", type=Path, metavar="PEM", help="trust these CAs instead of the system store")
-    pp.add_argument("--servername", metavar="NAME", help="name to verify and send as SNI (default: HOST)")
-    pp.add_argument("--insecure", action="store_true",
-                    help="do not verify the certificate or the name (prints a warning; shown in --json)")
-    pp.add_argument("--cert", type=Path, metavar="PEM", help="client certificate (and key) for mTLS")
-    pp.add_argument("--key", type=Path, metavar="PEM", help="client key, if not inside --cert")
-    pp.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted client key")
     pp.add_argument("-c", "--count", type=_count, default=4, help="probes to send")
     pp.add_argument("-i", "--interval", type=_nonneg, default=1.0, metavar="S", help="pause between probes")
     pp.add_argument("-s", "--size", type=parse_sizes, default=(64,), metavar="N[,N...]",
@@ -60,6 +53,7 @@ def add_parser(sub: Any) -> None:
     pp.add_argument("--max-frame", type=parse_size, default="1M", metavar="BYTES", help="largest echo accepted")
     pp.add_argument("--json", action="store_true", help="print one JSON document (schema trioecho.ping/1) instead of text")
     pp.add_argument("-v", "--verbose", action="store_true", help="more detail in the header")
+    add_client_tls_flags(pp)
     add_policy_flags(pp)
 
     pp.set_defaults(func=cmd_ping)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import logging
 import signal
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from ._cli_common import (
     _port,
     _positive,
     add_policy_flags,
+    add_server_tls_flags,
     die,
     parse_size,
     policy_from_args,
@@ -37,21 +37,7 @@ def add_parser(sub: Any) -> None:
     )
     sp.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
     sp.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
-    sp.add_argument("--cert", action="append", type=Path, metavar="PEM",
-                    help="certificate chain (leaf first), optionally with its key (server.pem from gen_certs.py)")
-    sp.add_argument("--key", type=Path, metavar="PEM", help="private key, if not inside --cert")
-    sp.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted key")
     sp.add_argument("--plaintext", action="store_true", help="serve the same framing over bare TCP (no TLS)")
-    sp.add_argument("--client-auth", choices=["none", "optional", "required"], default="none",
-                    help="ask clients for a certificate (mTLS)")
-    sp.add_argument("--client-ca", type=Path, metavar="PEM", help="CA that issues accepted client certificates")
-    sp.add_argument("--alpn-strict", action="store_true",
-                    help="close connections whose client offered no ALPN protocol we accept "
-                         "(OpenSSL alone lets them through with no ALPN)")
-    t = sp.add_mutually_exclusive_group()
-    t.add_argument("--tickets", type=int, metavar="N", default=None,
-                   help="TLS 1.3 session tickets per handshake (default 1)")
-    t.add_argument("--no-tickets", action="store_true", help="issue no tickets: resumption off")
     lim = sp.add_argument_group("limits and timeouts")
     lim.add_argument("--max-frame", type=parse_size, default="1M", metavar="BYTES",
                      help="largest frame body accepted (k/M suffixes)")
@@ -69,6 +55,7 @@ def add_parser(sub: Any) -> None:
                      help="on shutdown, time for frames in flight to finish")
     sp.add_argument("--stats-interval", type=_positive, default=None, metavar="S",
                     help="log the counters every S seconds")
+    add_server_tls_flags(sp)
     add_policy_flags(sp)
 
     sp.set_defaults(func=cmd_serve)
