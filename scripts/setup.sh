@@ -8,8 +8,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -vE '^WARNING: Location' || true
+pip_quiet() {  # pip's output only when it fails
+  .venv/bin/python -m pip install -q "$@" >.venv/pip.log 2>&1 || { cat .venv/pip.log >&2; exit 1; }
+}
+pip_quiet --upgrade pip
+pip_quiet -e '.[test]'
 need=()
 for tool in openssl:openssl gnutls-cli:gnutls-bin gnutls-serv:gnutls-bin socat:socat haproxy:haproxy; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
