@@ -572,6 +572,7 @@ class EchoServer:
                     info.bytes += len(exc.echo_ok)
                 info.frames = scanner.frames
                 raise
+            conn.mid_frame = scanner.mid_frame
             if not mid and scanner.mid_frame:
                 frame_deadline = trio.current_time() + lim.frame_timeout
             if out:
@@ -609,7 +610,11 @@ class EchoServer:
             info.outcome, info.close, info.detail = "alpn_mismatch", "protocol_error", str(exc)
             return
         if isinstance(exc, _ClientGone):
-            info.outcome, info.close, info.detail = "client_gone", "reset", str(exc)
+            if conn.mid_frame:  # it left while sending a frame: that frame was cut
+                info.outcome, info.close = "reset", "reset"
+                info.detail = "connection reset in the middle of a frame"
+            else:
+                info.outcome, info.close, info.detail = "client_gone", "reset", str(exc)
             return
         c = classify(exc, phase=phase, side="server")
         kind = c.kind
