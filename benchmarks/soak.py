@@ -247,7 +247,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     server = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trioecho", "--log-level", "warning", "serve", "--host", "127.0.0.1", "--port", "0",
          "--cert", str(pki.server_pem), "--max-frame", str(args.max_frame), "--metrics", "127.0.0.1:0",
-         "--frame-timeout", "5", "--max-connections", str(args.clients + args.chaos_clients + 64)],
+         "--max-connections", str(args.clients + args.chaos_clients + 64)],
         stdout=subprocess.PIPE, stderr=server_log, env=env)
     assert server.stdout is not None
     buf = b""
@@ -368,6 +368,9 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "peak_connections": int(metrics.get("trioecho_connections_peak", 0)),
             "rss_start_mib": round(rss_samples[0] / 1024, 1) if rss_samples else None,
             "rss_end_mib": round(rss / 1024, 1),
+            # RSS at each tenth of the run: a plateau means bounded, a slope means a leak
+            "rss_timeline_mib": [round(rss_samples[min(len(rss_samples) - 1, k * len(rss_samples) // 10)] / 1024)
+                                 for k in range(11)] if rss_samples else [],
             "peak_rss_mib": round(hwm / 1024, 1),
             "cpu_s": round(cpu, 1),
             "exit_code": code,
@@ -413,6 +416,7 @@ def print_report(r: dict[str, Any]) -> None:
           f"resumption ratio {s['resumption_ratio']:.2f}" if s["resumption_ratio"] is not None else "")
     print(f"  memory       : RSS {s['rss_start_mib']} MiB at start -> {s['rss_end_mib']} MiB at end, "
           f"peak {s['peak_rss_mib']} MiB; server CPU {s['cpu_s']} s; exit code {s['exit_code']}")
+    print(f"  RSS timeline : {s['rss_timeline_mib']} MiB (each tenth of the run)")
 
 
 def main() -> int:

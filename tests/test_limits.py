@@ -142,7 +142,8 @@ def test_help_shows_every_limit_with_its_default() -> None:
     out = subprocess.run([*CLI, "serve", "--help"], capture_output=True, text=True, env=cli_env(), check=True).stdout
     flat = " ".join(out.split()).split("options:", 1)[1]
     for flag, default in [("--max-frame", "1M"), ("--handshake-timeout", "10.0"), ("--idle-timeout", "300.0"),
-                          ("--frame-timeout", "30.0"), ("--send-timeout", "30.0"), ("--max-connections", "4096"),
+                          ("--frame-timeout", "30.0"), ("--send-timeout", "30.0"), ("--close-timeout", "2.0"),
+                          ("--max-connections", "4096"),
                           ("--grace", "5.0")]:
         assert flag in flat, flag
         assert f"(default: {default})" in flat.split(flag, 1)[1][:300], (flag, default)

@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
                      help="close a client whose frame takes longer than this to arrive")
     lim.add_argument("--send-timeout", type=_positive, default=30.0, metavar="S",
                      help="close a client that does not read its echo for this long")
+    lim.add_argument("--close-timeout", type=_positive, default=2.0, metavar="S",
+                     help="time allowed for sending close_notify before the close turns forceful "
+                          "(the client's close_notify is never waited for)")
     lim.add_argument("--max-connections", type=_count, default=4096, metavar="N",
                      help="connections served at once; more wait in the accept backlog")
     lim.add_argument("--grace", type=_nonneg, default=5.0, metavar="S",
@@ -81,7 +84,8 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         limits = ServerLimits(
             max_frame=args.max_frame, handshake_timeout=args.handshake_timeout,
             idle_timeout=args.idle_timeout, frame_timeout=args.frame_timeout,
-            send_timeout=args.send_timeout, max_connections=args.max_connections, grace=args.grace,
+            send_timeout=args.send_timeout, close_timeout=args.close_timeout,
+            max_connections=args.max_connections, grace=args.grace,
         )
         if args.plaintext:
             server = EchoServer(limits=limits, plaintext=True)
