@@ -556,7 +556,7 @@ class EchoServer:
                                else f"frame incomplete after {lim.frame_timeout:g}s")
                 return
             if not data:
-                info.close = "close_notify" if info.tls else "eof"
+                info.close = "close_notify"  # (in plaintext: a FIN, the same clean end)
                 if mid:
                     info.outcome = "truncated"
                     info.detail = "peer closed in the middle of a frame"
