@@ -80,3 +80,13 @@ async def test_sighup_reloads_certificates_from_disk(pki: TestPKI, tmp_path: Pat
             code = await serve.proc.wait()
     assert code == 0
     assert b"Traceback" not in serve.buf
+
+
+async def test_sighup_on_a_plaintext_server_is_harmless() -> None:
+    async with run([*CLI, "serve", "--plaintext", "--host", "127.0.0.1", "--port", "0"], env=cli_env()) as serve:
+        await serve.read_until(rb"listening on 127\.0\.0\.1:(\d+)\n")
+        serve.proc.send_signal(signal.SIGHUP)
+        await serve.read_until(rb"nothing to reload")
+        serve.proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await serve.proc.wait() == 0

@@ -185,15 +185,17 @@ async def _signal_loop(server: Any, scope: Any, reload: Callable[[], None] | Non
 
     log = logging.getLogger("trioecho.cli")
     sigs = [signal.SIGINT, signal.SIGTERM]
-    if reload is not None and hasattr(signal, "SIGHUP"):
+    if hasattr(signal, "SIGHUP"):  # caught even in --plaintext: its default action would kill us
         sigs.append(signal.SIGHUP)
     with trio.open_signal_receiver(*sigs) as signals:
         first = True
         async for sig in signals:
             if sig == getattr(signal, "SIGHUP", None):
-                assert reload is not None
-                log.info("got SIGHUP: reloading certificates and policy")
-                reload()
+                if reload is None:
+                    log.info("got SIGHUP: nothing to reload (--plaintext)")
+                else:
+                    log.info("got SIGHUP: reloading certificates and policy")
+                    reload()
             elif first:
                 first = False
                 log.info("got %s: draining (a second signal exits at once)", signal.Signals(sig).name)
