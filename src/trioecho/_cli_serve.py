@@ -119,29 +119,34 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             log.error("reload refused, still using the previous certificates and policy: %s", exc)
 
     async def main() -> int | tuple[str, OSError]:
-        async with trio.open_nursery() as nursery:
-            try:
-                addrs = await nursery.start(_serve_task, server, args.host, args.port, nursery.cancel_scope)
-            except OSError as exc:
-                return f"{args.host or '*'}:{args.port}", exc
-            for host, port in addrs:
-                h = f"[{host}]" if ":" in host else host
-                print(f"listening on {h}:{port}", flush=True)
-            if metrics_addr is not None:
-                from .metrics import serve_metrics
-
+        # Signals are caught before "listening on" is printed: a supervisor that
+        # signals as soon as it sees that line must not hit the default actions.
+        with trio.open_signal_receiver(*_signals()) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_signal_loop, signals, server, nursery.cancel_scope,
+                                   None if args.plaintext else reload)
                 try:
-                    maddrs = await nursery.start(functools.partial(
-                        serve_metrics, server, host=metrics_addr[0], port=metrics_addr[1]))
+                    addrs = await nursery.start(_serve_task, server, args.host, args.port, nursery.cancel_scope)
                 except OSError as exc:
                     nursery.cancel_scope.cancel()
-                    return f"--metrics {args.metrics}", exc
-                for host, port in maddrs:
+                    return f"{args.host or '*'}:{args.port}", exc
+                for host, port in addrs:
                     h = f"[{host}]" if ":" in host else host
-                    print(f"metrics on http://{h}:{port}/metrics", flush=True)
-            if args.stats_interval:
-                nursery.start_soon(_stats_loop, server, args.stats_interval)
-            nursery.start_soon(_signal_loop, server, nursery.cancel_scope, None if args.plaintext else reload)
+                    print(f"listening on {h}:{port}", flush=True)
+                if metrics_addr is not None:
+                    from .metrics import serve_metrics
+
+                    try:
+                        maddrs = await nursery.start(functools.partial(
+                            serve_metrics, server, host=metrics_addr[0], port=metrics_addr[1]))
+                    except OSError as exc:
+                        nursery.cancel_scope.cancel()
+                        return f"--metrics {args.metrics}", exc
+                    for host, port in maddrs:
+                        h = f"[{host}]" if ":" in host else host
+                        print(f"metrics on http://{h}:{port}/metrics", flush=True)
+                if args.stats_interval:
+                    nursery.start_soon(_stats_loop, server, args.stats_interval)
         logging.getLogger("trioecho.stats").info("stopped: %s", server.stats.summary(),
                                                  extra={"stats": server.stats.as_dict()})
         return EXIT_OK
@@ -180,28 +185,29 @@ async def _stats_loop(server: Any, interval: float) -> None:
         log.info("stats %s", server.stats.summary(), extra={"stats": server.stats.as_dict()})
 
 
-async def _signal_loop(server: Any, scope: Any, reload: Callable[[], None] | None) -> None:
-    import trio
-
-    log = logging.getLogger("trioecho.cli")
+def _signals() -> list[signal.Signals]:
     sigs = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):  # caught even in --plaintext: its default action would kill us
         sigs.append(signal.SIGHUP)
-    with trio.open_signal_receiver(*sigs) as signals:
-        first = True
-        async for sig in signals:
-            if sig == getattr(signal, "SIGHUP", None):
-                if reload is None:
-                    log.info("got SIGHUP: nothing to reload (--plaintext)")
-                else:
-                    log.info("got SIGHUP: reloading certificates and policy")
-                    reload()
-            elif first:
-                first = False
-                log.info("got %s: draining (a second signal exits at once)", signal.Signals(sig).name)
-                server.shutdown()
+    return sigs
+
+
+async def _signal_loop(signals: Any, server: Any, scope: Any, reload: Callable[[], None] | None) -> None:
+    log = logging.getLogger("trioecho.cli")
+    first = True
+    async for sig in signals:
+        if sig == getattr(signal, "SIGHUP", None):
+            if reload is None:
+                log.info("got SIGHUP: nothing to reload (--plaintext)")
             else:
-                log.warning("got %s again: exiting now, dropping %d connections",
-                            signal.Signals(sig).name, server.stats.active)
-                scope.cancel()
-                return
+                log.info("got SIGHUP: reloading certificates and policy")
+                reload()
+        elif first:
+            first = False
+            log.info("got %s: draining (a second signal exits at once)", signal.Signals(sig).name)
+            server.shutdown()
+        else:
+            log.warning("got %s again: exiting now, dropping %d connections",
+                        signal.Signals(sig).name, server.stats.active)
+            scope.cancel()
+            return
