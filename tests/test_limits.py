@@ -149,3 +149,53 @@ def test_help_shows_every_limit_with_its_default() -> None:
         assert f"(default: {default})" in flat.split(flag, 1)[1][:300], (flag, default)
     for flag in ("--stats-interval", "--metrics"):
         assert flag in flat
+
+
+async def test_a_bug_of_ours_is_contained_and_logged_loudly(pki: TestPKI, start_server: Any, monkeypatch: Any,
+                                                            caplog: Any) -> None:
+    """An unexpected exception in one connection: ERROR with a traceback, the server keeps serving."""
+    from trioecho import framing
+
+    srv = await start_server()
+    real_feed = framing.FrameScanner.feed
+    calls = 0
+
+    def buggy_feed(self: Any, data: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("simulated bug")
+        return real_feed(self, data)
+
+    monkeypatch.setattr(framing.FrameScanner, "feed", buggy_feed)
+    conn = await open_echo_connection("localhost", srv.port, policy=pki.client_policy())
+    with pytest.raises(ConnectionFailed):
+        await conn.echo(b"trigger")
+    await conn.aclose()
+    (info,) = await srv.wait_ended(1)
+    assert info.outcome == "internal_error" and info.close == "internal_error"
+    assert "ValueError: simulated bug" in info.detail
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
+    await ping_ok(pki, srv.port)
+
+
+async def test_accept_out_of_file_descriptors_backs_off_and_recovers(pki: TestPKI, start_server: Any,
+                                                                     monkeypatch: Any) -> None:
+    """EMFILE on accept is "out of resources right now": log, back off, keep the listener."""
+    import errno
+
+    real_accept = trio.SocketListener.accept
+    failures = 0
+
+    async def flaky_accept(self: Any) -> Any:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            await trio.sleep(0)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real_accept(self)
+
+    monkeypatch.setattr(trio.SocketListener, "accept", flaky_accept)
+    srv = await start_server()
+    await ping_ok(pki, srv.port)
+    assert failures == 2
