@@ -61,6 +61,9 @@ class _JsonFormatter(logging.Formatter):
         conn = getattr(record, "conn", None)
         if conn:
             doc.update(conn)
+        stats = getattr(record, "stats", None)
+        if stats:
+            doc["stats"] = stats
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)

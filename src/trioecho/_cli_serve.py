@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._cli_common import (
@@ -31,8 +32,11 @@ def add_parser(sub: Any) -> None:
         "serve", help="run a TLS echo server",
         description="Serve the length-prefixed echo (4-byte big-endian length, then the body) over TLS. "
                     "Prints 'listening on HOST:PORT' per bound address once ready. Ctrl-C/SIGTERM stops "
-                    "accepting, lets frames in flight finish (--grace), sends close_notify, exits 0; "
-                    "a second signal exits at once.",
+                    "accepting, lets frames in flight finish (--grace), sends close_notify, logs a summary "
+                    "of the counters, exits 0; a second signal exits at once. SIGHUP re-reads the "
+                    "certificates and policy files for new connections (open ones keep theirs; a broken "
+                    "new certificate is refused with a log line and the old one stays). "
+                    "See docs/operations.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sp.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
@@ -49,12 +53,19 @@ def add_parser(sub: Any) -> None:
                      help="close a client whose frame takes longer than this to arrive")
     lim.add_argument("--send-timeout", type=_positive, default=30.0, metavar="S",
                      help="close a client that does not read its echo for this long")
+    lim.add_argument("--close-timeout", type=_positive, default=2.0, metavar="S",
+                     help="time allowed for sending close_notify before the close turns forceful "
+                          "(the client's close_notify is never waited for)")
     lim.add_argument("--max-connections", type=_count, default=4096, metavar="N",
                      help="connections served at once; more wait in the accept backlog")
     lim.add_argument("--grace", type=_nonneg, default=5.0, metavar="S",
                      help="on shutdown, time for frames in flight to finish")
-    sp.add_argument("--stats-interval", type=_positive, default=None, metavar="S",
-                    help="log the counters every S seconds")
+    obs = sp.add_argument_group("observability")
+    obs.add_argument("--stats-interval", type=_positive, default=None, metavar="S",
+                     help="log the counters every S seconds (they are always logged at shutdown)")
+    obs.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                          "(needs prometheus-client: pip install 'trioecho[metrics]'); port 0 picks one")
     add_server_tls_flags(sp)
     add_policy_flags(sp)
 
@@ -73,7 +84,8 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         limits = ServerLimits(
             max_frame=args.max_frame, handshake_timeout=args.handshake_timeout,
             idle_timeout=args.idle_timeout, frame_timeout=args.frame_timeout,
-            send_timeout=args.send_timeout, max_connections=args.max_connections, grace=args.grace,
+            send_timeout=args.send_timeout, close_timeout=args.close_timeout,
+            max_connections=args.max_connections, grace=args.grace,
         )
         if args.plaintext:
             server = EchoServer(limits=limits, plaintext=True)
@@ -91,29 +103,71 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if policy.keylog is not None:
                 log.warning("--keylog %s: TLS secrets are being written; anyone with the file can decrypt traffic",
                             policy.keylog)
+        metrics_addr = None
+        if args.metrics is not None:
+            from .metrics import make_registry
+
+            metrics_addr = _host_port(args.metrics)
+            make_registry(server)  # fail now (exit 2) if prometheus-client is missing
     except ConfigError as exc:
         die(str(exc))
 
-    async def main() -> int | OSError:
-        async with trio.open_nursery() as nursery:
-            try:
-                addrs = await nursery.start(_serve_task, server, args.host, args.port, nursery.cancel_scope)
-            except OSError as exc:
-                return exc
-            for host, port in addrs:
-                h = f"[{host}]" if ":" in host else host
-                print(f"listening on {h}:{port}", flush=True)
-            if args.stats_interval:
-                nursery.start_soon(_stats_loop, server, args.stats_interval)
-            nursery.start_soon(_signal_loop, server, nursery.cancel_scope)
-        log.info("stopped: %s", server.stats.summary())
+    def reload() -> None:
+        try:
+            server.reload(policy_from_args(args, "server"))
+        except ConfigError as exc:
+            log.error("reload refused, still using the previous certificates and policy: %s", exc)
+
+    async def main() -> int | tuple[str, OSError]:
+        # Signals are caught before "listening on" is printed: a supervisor that
+        # signals as soon as it sees that line must not hit the default actions.
+        with trio.open_signal_receiver(*_signals()) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_signal_loop, signals, server, nursery.cancel_scope,
+                                   None if args.plaintext else reload)
+                try:
+                    addrs = await nursery.start(_serve_task, server, args.host, args.port, nursery.cancel_scope)
+                except OSError as exc:
+                    nursery.cancel_scope.cancel()
+                    return f"{args.host or '*'}:{args.port}", exc
+                for host, port in addrs:
+                    h = f"[{host}]" if ":" in host else host
+                    print(f"listening on {h}:{port}", flush=True)
+                if metrics_addr is not None:
+                    from .metrics import serve_metrics
+
+                    try:
+                        maddrs = await nursery.start(functools.partial(
+                            serve_metrics, server, host=metrics_addr[0], port=metrics_addr[1]))
+                    except OSError as exc:
+                        nursery.cancel_scope.cancel()
+                        return f"--metrics {args.metrics}", exc
+                    for host, port in maddrs:
+                        h = f"[{host}]" if ":" in host else host
+                        print(f"metrics on http://{h}:{port}/metrics", flush=True)
+                if args.stats_interval:
+                    nursery.start_soon(_stats_loop, server, args.stats_interval)
+        logging.getLogger("trioecho.stats").info("stopped: %s", server.stats.summary(),
+                                                 extra={"stats": server.stats.as_dict()})
         return EXIT_OK
 
     result = trio.run(main)
-    if isinstance(result, OSError):
-        die(f"cannot listen on {args.host or '*'}:{args.port}: {result.strerror or result}: "
-             "pick another --port (0 picks a free one) or stop what holds it")
+    if isinstance(result, tuple):
+        where, err = result
+        die(f"cannot listen on {where}: {err.strerror or err}: "
+            "pick another port (0 picks a free one) or stop what holds it")
     return result
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` for --metrics (port 0 allowed: pick a free one)."""
+    from .errors import ConfigError
+
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--metrics {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
+    return host, int(port)
 
 
 async def _serve_task(server: Any, host: str | None, port: int, scope: Any, task_status: Any) -> None:
@@ -128,24 +182,32 @@ async def _stats_loop(server: Any, interval: float) -> None:
     log = logging.getLogger("trioecho.stats")
     while True:
         await trio.sleep(interval)
-        log.info("stats %s", server.stats.summary())
+        log.info("stats %s", server.stats.summary(), extra={"stats": server.stats.as_dict()})
 
 
-async def _signal_loop(server: Any, scope: Any) -> None:
-    import trio
+def _signals() -> list[signal.Signals]:
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):  # caught even in --plaintext: its default action would kill us
+        sigs.append(signal.SIGHUP)
+    return sigs
 
+
+async def _signal_loop(signals: Any, server: Any, scope: Any, reload: Callable[[], None] | None) -> None:
     log = logging.getLogger("trioecho.cli")
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        first = True
-        async for sig in signals:
-            if first:
-                first = False
-                log.info("got %s: draining (a second signal exits at once)", signal.Signals(sig).name)
-                server.shutdown()
+    first = True
+    async for sig in signals:
+        if sig == getattr(signal, "SIGHUP", None):
+            if reload is None:
+                log.info("got SIGHUP: nothing to reload (--plaintext)")
             else:
-                log.warning("got %s again: exiting now, dropping %d connections",
-                            signal.Signals(sig).name, server.stats.active)
-                scope.cancel()
-                return
-
-
+                log.info("got SIGHUP: reloading certificates and policy")
+                reload()
+        elif first:
+            first = False
+            log.info("got %s: draining (a second signal exits at once)", signal.Signals(sig).name)
+            server.shutdown()
+        else:
+            log.warning("got %s again: exiting now, dropping %d connections",
+                        signal.Signals(sig).name, server.stats.active)
+            scope.cancel()
+            return

@@ -27,9 +27,15 @@ Every end of connection is classified (:mod:`trioecho._classify`) and logged in
 one line; expected network faults never produce a traceback; the server keeps
 serving.  Cancellation is never swallowed.
 
-Shutdown (``shutdown()``): stop accepting, wake connections idle between frames
-and close them with close_notify, let connections inside a frame finish it for
-``grace`` seconds, then cancel the rest (still trying close_notify).
+Shutdown (``shutdown()``): stop accepting, wake connections idle between frames,
+echo whatever they had already sent (bytes sitting in socket buffers are read
+until the connection has been quiet for ``SHUTDOWN_QUIET`` seconds at a frame
+boundary), close them with close_notify, let connections inside a frame finish it
+within ``grace`` seconds, then cancel the rest (still trying close_notify).
+
+Each connection end records two things: ``outcome`` (a kind from
+``errors.ERROR_KINDS``, or ``clean``/``shutdown``) and ``close``, how the
+transport ended (one of :data:`CLOSE_KINDS`), which the counters aggregate.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from .errors import ConfigError, FrameTooLargeError
 from .framing import MAX_FRAME, FrameScanner
 from .policy import Policy
 
-__all__ = ["DEFAULT_PORT", "ConnectionInfo", "EchoServer", "ServerLimits", "ServerStats"]
+__all__ = ["CLOSE_KINDS", "DEFAULT_PORT", "ConnectionInfo", "EchoServer", "ServerLimits", "ServerStats"]
 
 log = logging.getLogger("trioecho.server")
 
@@ -65,6 +71,23 @@ DEFAULT_PORT = 9443
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: How long to back off when accept() hits a resource limit.
 _ACCEPT_BACKOFF = 0.1
+#: On shutdown, a connection at a frame boundary is closed once it has sent
+#: nothing for this long.  Frames the client sent before the signal are already
+#: in socket buffers and arrive well within it, so they are still echoed; a
+#: client that keeps sending is cut at ``grace``.
+SHUTDOWN_QUIET = 0.25
+
+#: How a connection's transport ended (the ``close`` field and counter labels).
+CLOSE_KINDS = {
+    "close_notify": "the client sent a TLS close_notify (or, in plaintext, a TCP FIN) at a frame boundary",
+    "no_close_notify": "the client closed TCP without a TLS close_notify",
+    "reset": "the connection was reset (RST, broken pipe)",
+    "timeout": "a handshake, idle, frame or send deadline expired and the server closed",
+    "protocol_error": "the client broke the framing or the ALPN policy and the server closed",
+    "handshake_failed": "the TLS handshake failed (its class is the outcome)",
+    "server": "the server closed it (shutdown)",
+    "internal_error": "a bug in trioecho; the connection was dropped and logged with a traceback",
+}
 
 
 @dataclass(frozen=True)
@@ -123,12 +146,15 @@ class ConnectionInfo:
     duration: float = 0.0
     #: "clean" (EOF or close_notify at a frame boundary), "shutdown", or an error kind.
     outcome: str = "open"
+    #: How the transport ended: a key of :data:`CLOSE_KINDS` ("" while open).
+    close: str = ""
     detail: str = ""
 
     def fields(self) -> dict[str, Any]:
         return {
             "peer": self.peer,
             "outcome": self.outcome,
+            "close": self.close,
             "tls": self.version if self.tls else "plaintext",
             "cipher": self.cipher,
             "alpn": self.alpn,
@@ -144,43 +170,92 @@ class ConnectionInfo:
 
 @dataclass
 class ServerStats:
-    """Counters since the server started."""
+    """Counters since the server started (read by ``--stats-interval``, the
+    shutdown summary and the Prometheus exporter in :mod:`trioecho.metrics`).
+
+    Attributes:
+        connections: connections accepted (including ones that failed the handshake).
+        active: connections open now; ``peak_active`` the most at once.
+        handshakes_ok: completed TLS handshakes; ``resumed`` of them were resumptions.
+        handshakes_failed: failed handshakes by error kind (``handshake_timeout``, ``tls_version``...).
+        outcomes: ended connections by outcome (``clean``, ``client_gone``, error kinds...).
+        closes: ended connections by close kind (:data:`CLOSE_KINDS`).
+        versions, alpn: negotiated TLS versions and ALPN protocols (``-`` for none).
+        frames, bytes: frames and bytes echoed back.
+        bytes_in: bytes received (counted as they arrive, so open connections count too).
+    """
 
     connections: int = 0
     active: int = 0
+    peak_active: int = 0
     handshakes_ok: int = 0
     handshakes_failed: Counter[str] = field(default_factory=Counter)
     resumed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    closes: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     alpn: Counter[str] = field(default_factory=Counter)
     frames: int = 0
     bytes: int = 0
+    bytes_in: int = 0
+    reloads: int = 0
+    reload_failures: int = 0
 
     @property
     def resumption_rate(self) -> float | None:
+        """Resumed handshakes / completed handshakes (``None`` before the first)."""
         return self.resumed / self.handshakes_ok if self.handshakes_ok else None
 
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy of every counter."""
+        return {
+            "connections": self.connections,
+            "active": self.active,
+            "peak_active": self.peak_active,
+            "handshakes_ok": self.handshakes_ok,
+            "handshakes_failed": dict(self.handshakes_failed),
+            "resumed": self.resumed,
+            "resumption_rate": self.resumption_rate,
+            "outcomes": dict(self.outcomes),
+            "closes": dict(self.closes),
+            "versions": dict(self.versions),
+            "alpn": dict(self.alpn),
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "bytes_in": self.bytes_in,
+            "reloads": self.reloads,
+            "reload_failures": self.reload_failures,
+        }
+
     def summary(self) -> str:
+        """The counters on one line (for the log)."""
         rate = self.resumption_rate
         return (
-            f"connections={self.connections} handshakes_ok={self.handshakes_ok} "
-            f"handshakes_failed={sum(self.handshakes_failed.values())} "
+            f"connections={self.connections} active={self.active} peak_active={self.peak_active} "
+            f"handshakes_ok={self.handshakes_ok} "
+            f"handshakes_failed={sum(self.handshakes_failed.values())} {_kv(self.handshakes_failed)} "
             f"resumed={self.resumed} resumption_rate={'-' if rate is None else f'{rate:.0%}'} "
-            f"frames={self.frames} bytes={self.bytes} "
-            f"outcomes={dict(self.outcomes)} versions={dict(self.versions)} alpn={dict(self.alpn)}"
+            f"frames={self.frames} bytes={self.bytes} bytes_in={self.bytes_in} "
+            f"outcomes={_kv(self.outcomes)} closes={_kv(self.closes)} "
+            f"versions={_kv(self.versions)} alpn={_kv(self.alpn)}"
         )
+
+
+def _kv(c: Counter[str]) -> str:
+    return "{" + ",".join(f"{k}:{v}" for k, v in sorted(c.items())) + "}"
 
 
 class _Conn:
     """Per-connection state the server needs to reach from outside the task."""
 
-    __slots__ = ("info", "io_scope", "idle_scope")
+    __slots__ = ("info", "io_scope", "idle_scope", "mid_frame")
 
     def __init__(self, info: ConnectionInfo) -> None:
         self.info = info
         self.io_scope = trio.CancelScope()
         self.idle_scope: trio.CancelScope | None = None
+        #: a frame has started and not finished (decides "went away" vs "truncated")
+        self.mid_frame = False
 
 
 #: The connection whose handshake is running in this task (for the SNI callback).
@@ -258,10 +333,16 @@ class EchoServer:
         Raises:
             ConfigError: the new policy is broken; the old context stays in use.
         """
-        ctx = self._build_context(policy)
+        try:
+            ctx = self._build_context(policy)
+        except ConfigError:
+            self.stats.reload_failures += 1
+            raise
         self.policy = policy
         self._context = ctx
-        log.info("reloaded: new connections use the new certificates and policy")
+        self.stats.reloads += 1
+        log.info("reloaded: new connections use the new certificates and policy; %d open connections "
+                 "keep the old ones", len(self._conns))
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -369,8 +450,10 @@ class EchoServer:
         info = ConnectionInfo(peer=peer, tls=not self.plaintext)
         conn = _Conn(info)
         self._conns.add(conn)
-        self.stats.connections += 1
-        self.stats.active += 1
+        st = self.stats
+        st.connections += 1
+        st.active += 1
+        st.peak_active = max(st.peak_active, st.active)
         token = _current_conn.set(conn)
         phase = "handshake"
         s: trio.abc.Stream = stream
@@ -387,17 +470,17 @@ class EchoServer:
                         OSError, FrameTooLargeError, trio.TooSlowError) as exc:
                     self._record_failure(conn, exc, phase)
                 except Exception as exc:  # a bug of ours: contain it, log it loudly, keep serving
-                    info.outcome = "internal_error"
+                    info.outcome = info.close = "internal_error"
                     info.detail = f"{type(exc).__name__}: {exc}"
                     log.exception("internal error on connection from %s", peer)
             if conn.io_scope.cancelled_caught and info.outcome in ("open", "shutdown"):
-                info.outcome = "shutdown"
+                info.outcome, info.close = "shutdown", "server"
                 info.detail = info.detail or "server shutting down; grace time over"
             await self._close(s, conn)
         finally:
             _current_conn.reset(token)
             self._conns.discard(conn)
-            self.stats.active -= 1
+            st.active -= 1
             if not self._conns:
                 self._all_idle.set()
             info.duration = time.monotonic() - info.started
@@ -430,55 +513,67 @@ class EchoServer:
     async def _echo(self, s: trio.abc.Stream, conn: _Conn) -> None:
         info = conn.info
         lim = self.limits
+        st = self.stats
         scanner = FrameScanner(max_frame=lim.max_frame)
         frame_deadline = math.inf
         while True:
-            if self._draining and not scanner.mid_frame:
-                info.outcome = "shutdown"
-                info.detail = "closed at a frame boundary by server shutdown"
-                return
-            if scanner.mid_frame:
+            mid = conn.mid_frame = scanner.mid_frame
+            if mid:
                 deadline, kind = frame_deadline, "frame_timeout"
+                conn.idle_scope = None
+            elif self._draining:
+                # Shutting down: echo what the client already sent, close once it is quiet.
+                deadline, kind = trio.current_time() + SHUTDOWN_QUIET, "shutdown"
                 conn.idle_scope = None
             else:
                 deadline, kind = trio.current_time() + lim.idle_timeout, "idle_timeout"
             with trio.CancelScope(deadline=deadline) as cs:
-                if not scanner.mid_frame:
+                if kind == "idle_timeout":
                     conn.idle_scope = cs
                 try:
                     data = await s.receive_some()
                 except trio.BrokenResourceError as exc:
                     if not is_ragged_eof(exc):
                         raise
-                    info.outcome = "truncated"
-                    info.detail = "peer closed without close_notify " + (
-                        "in the middle of a frame" if scanner.mid_frame else "between frames (nothing lost)"
-                    )
+                    info.close = "no_close_notify"
+                    if mid:
+                        info.outcome = "truncated"
+                        info.detail = "peer closed without close_notify in the middle of a frame"
+                    else:
+                        info.outcome = "client_gone"
+                        info.detail = "peer closed without close_notify between frames (no frame cut)"
                     return
             conn.idle_scope = None
             if cs.cancelled_caught:
-                if self._draining and not scanner.mid_frame:
-                    continue  # woken by shutdown: close at this boundary
-                info.outcome = kind
+                if self._draining and not mid:
+                    if kind == "idle_timeout":
+                        continue  # woken by shutdown: look for frames already sent, then close
+                    info.outcome, info.close = "shutdown", "server"
+                    info.detail = "closed at a frame boundary by server shutdown"
+                    return
+                info.outcome, info.close = kind, "timeout"
                 info.detail = (f"no frame for {lim.idle_timeout:g}s" if kind == "idle_timeout"
                                else f"frame incomplete after {lim.frame_timeout:g}s")
                 return
             if not data:
-                if scanner.mid_frame:
+                info.close = "close_notify"  # (in plaintext: a FIN, the same clean end)
+                if mid:
                     info.outcome = "truncated"
                     info.detail = "peer closed in the middle of a frame"
                 else:
                     info.outcome = "clean"
                 return
-            was_mid = scanner.mid_frame
+            st.bytes_in += len(data)
             try:
                 out = scanner.feed(data)
             except FrameTooLargeError as exc:
                 if exc.echo_ok:
                     await self._send(s, exc.echo_ok)
+                    info.bytes += len(exc.echo_ok)
                 info.frames = scanner.frames
                 raise
-            if not was_mid and scanner.mid_frame:
+            conn.mid_frame = scanner.mid_frame
+            if not mid and scanner.mid_frame:
                 frame_deadline = trio.current_time() + lim.frame_timeout
             if out:
                 await self._send(s, out)
@@ -486,6 +581,9 @@ class EchoServer:
             info.bytes += len(out)
 
     async def _send(self, s: trio.abc.Stream, data: bytes | bytearray) -> None:
+        # send_all returns once the kernel took the bytes: a client that does not
+        # read fills its socket buffers, then this blocks (we stop receiving, so
+        # the client is throttled too) until send_timeout drops it.
         with trio.move_on_after(self.limits.send_timeout) as cs:
             try:
                 await s.send_all(data)
@@ -506,23 +604,44 @@ class EchoServer:
     def _record_failure(self, conn: _Conn, exc: BaseException, phase: str) -> None:
         info = conn.info
         if isinstance(exc, _SendTimeout):
-            info.outcome, info.detail = "send_timeout", str(exc)
+            info.outcome, info.close, info.detail = "send_timeout", "timeout", str(exc)
             return
         if isinstance(exc, _AlpnRefused):
-            info.outcome, info.detail = "alpn_mismatch", str(exc)
+            info.outcome, info.close, info.detail = "alpn_mismatch", "protocol_error", str(exc)
             return
         if isinstance(exc, _ClientGone):
-            info.outcome, info.detail = "client_gone", str(exc)
+            if conn.mid_frame:  # it left while sending a frame: that frame was cut
+                info.outcome, info.close = "reset", "reset"
+                info.detail = "connection reset in the middle of a frame"
+            else:
+                info.outcome, info.close, info.detail = "client_gone", "reset", str(exc)
             return
         c = classify(exc, phase=phase, side="server")
         kind = c.kind
+        info.outcome, info.detail = kind, c.detail
         if phase == "handshake":
             self.stats.handshakes_failed[kind] += 1
-        info.outcome, info.detail = kind, c.detail
+            info.close = "handshake_failed"
+        elif kind == "frame_too_large":
+            info.close = "protocol_error"
+        elif kind.endswith("timeout"):
+            info.close = "timeout"
+        elif kind == "truncated":
+            info.close = "no_close_notify"
+        else:
+            info.close = "reset"
+            if kind in ("reset", "client_gone") and not conn.mid_frame:
+                # Gone between frames: nothing was cut; it left without waiting for
+                # (or reading) its last echo.  Not an error (pitfall 8).
+                info.outcome = "client_gone"
+                info.detail = f"{c.detail} between frames (no frame cut)"
 
     def _account(self, info: ConnectionInfo) -> None:
         st = self.stats
+        if not info.close:
+            info.close = "server"
         st.outcomes[info.outcome] += 1
+        st.closes[info.close] += 1
         st.frames += info.frames
         st.bytes += info.bytes
         if info.version:
