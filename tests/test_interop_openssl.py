@@ -46,3 +46,17 @@ async def test_ping_handshake_only_against_s_server(pki: TestPKI, tmp_path, vers
     assert report.tls is not None
     assert report.tls.version == ("TLSv1.2" if version == "-tls1_2" else "TLSv1.3")
     assert [p.resumed for p in report.probes] == [False, True, True]
+
+
+# -- the interop matrix rows for OpenSSL (see tests/interop_matrix.py for what each cell checks) --
+
+from pathlib import Path  # noqa: E402
+
+from .interop_matrix import Cell, Peer, params, run_cell  # noqa: E402
+
+
+@pytest.mark.parametrize(("peer", "cell"), params("openssl"))
+async def test_matrix_cell(peer: Peer, cell: Cell, pki: TestPKI, rsa_pki: TestPKI, tmp_path: Path) -> None:
+    outcome = await run_cell(peer, cell, {"ecdsa": pki, "rsa": rsa_pki}, tmp_path)
+    assert outcome.status == "pass", outcome.detail
+    assert outcome.cipher and (outcome.cipher.startswith("TLS_") == (cell.version == "1.3"))
