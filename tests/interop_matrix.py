@@ -26,6 +26,7 @@ import re
 import secrets
 import ssl
 import struct
+import sys
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
@@ -136,18 +137,28 @@ class AsyncioThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="interop-asyncio", daemon=True)
 
-    def __enter__(self) -> AsyncioThread:
+    async def __aenter__(self) -> AsyncioThread:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
+        # Cancel what is left (server connection handlers) before stopping the loop,
+        # so no task is destroyed while pending.
+        await self.run(_cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+        await trio.to_thread.run_sync(self._thread.join, 10)
         self.loop.close()
 
     async def run(self, coro: Coroutine[Any, Any, Any], timeout: float = CELL_TIMEOUT) -> Any:
         fut: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return await trio.to_thread.run_sync(functools.partial(fut.result, timeout))
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class ResumingContext(ssl.SSLContext):
@@ -279,7 +290,7 @@ async def _asyncio_client(pki: TestPKI, cell: Cell, port: int, tmp: Path) -> lis
     async def main() -> list[Seen]:
         return [await one(i) for i in range(2 if cell.resume else 1)]
 
-    with AsyncioThread() as loop:
+    async with AsyncioThread() as loop:
         result: list[Seen] = await loop.run(main())
     return result
 
@@ -414,26 +425,38 @@ async def _gnutls_serv(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awa
 
 async def _asyncio_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awaitable[Any]], tmp: Path) -> None:
     ctx = _stdlib_server_context(pki, cell)
+    handlers: set[asyncio.Task[Any]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass  # the client went away; the next one is served
+        except (ConnectionError, ssl.SSLError) as exc:
+            # The client went away mid-echo; ping reports that on its side.
+            print(f"asyncio echo server: {exc!r}", file=sys.stderr)
         finally:
             writer.close()
 
     async def start() -> asyncio.Server:
         return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
 
-    with AsyncioThread() as loop:
+    async def finish(server: asyncio.Server) -> None:
+        server.close()
+        # Clients closed with close_notify: let each handler see its EOF and end by itself.
+        pending = [t for t in handlers if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=CELL_TIMEOUT / 2)
+
+    async with AsyncioThread() as loop:
         server = await loop.run(start())
         try:
             await ping(server.sockets[0].getsockname()[1], False)
         finally:
-            server.close()
+            await loop.run(finish(server))
 
 
 async def _trioecho_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awaitable[Any]], tmp: Path) -> None:
