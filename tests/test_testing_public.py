@@ -237,3 +237,18 @@ async def test_plugin_key_type_can_be_overridden(user_project: Path) -> None:
     res = await trio.to_thread.run_sync(functools.partial(_run_pytest, user_project))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 passed" in res.stdout
+
+
+async def test_readme_worked_example_runs(tmp_path: Path) -> None:
+    """The README's testing example is a real test file: run it as a user would."""
+    readme = (SRC.parent / "README.md").read_text()
+    marker = "<!-- readme-example: testing -->\n```python\n"
+    assert marker in readme, "the README lost its testing example"
+    code = readme.split(marker, 1)[1].split("```", 1)[0]
+    proj = tmp_path / "readme"
+    proj.mkdir()
+    (proj / "test_my_protocol.py").write_text(code)
+    (proj / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
+    res = await trio.to_thread.run_sync(functools.partial(_run_pytest, proj))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 passed" in res.stdout
