@@ -6,6 +6,11 @@ behind ``trioecho serve``, via ``trioecho.testing.open_loopback_echo_server``)
 and drive a foreign client; ``ping`` rows run a foreign server and drive
 trioecho's public client API (``Pinger``, what ``trioecho ping`` runs).
 
+With ``cli=True`` the same cells run through the real command-line processes
+instead: ``python -m trioecho serve`` (default ``intermediate`` profile, pinned
+with ``--min-version``/``--max-version``; its log lines are parsed) and
+``python -m trioecho ping --json``.
+
 Every cell checks *both* ends: the foreign peer's own report (version, resumed,
 the echoed bytes) and trioecho's (``ConnectionInfo`` / ``PingReport``), and
 returns the negotiated cipher as trioecho saw it.  A cell a peer cannot do is
@@ -21,6 +26,7 @@ import asyncio
 import concurrent.futures
 import functools
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -29,9 +35,11 @@ import struct
 import sys
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -44,6 +52,7 @@ with warnings.catch_warnings():
 from trioecho import Pinger, PingOptions, Policy
 from trioecho.testing import TestPKI, open_loopback_echo_server
 
+from .conftest import CLI, cli_env
 from .peers import Proc, need, run
 
 #: Generous: a cell is a few handshakes on loopback; CI machines are slow and shared.
@@ -459,11 +468,90 @@ async def _asyncio_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], 
             await loop.run(finish(server))
 
 
-async def _trioecho_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awaitable[Any]], tmp: Path) -> None:
-    async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as srv:
-        await ping(srv.port, False)
-        ended = await srv.wait_ended(2)
+async def _trioecho_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awaitable[Any]], tmp: Path,
+                           *, cli: bool = False) -> None:
+    if cli:
+        async with cli_server(pki, cell) as srv:
+            await ping(srv.port, False)
+            await srv.wait_ended(2)
+        _server_checks(srv.ended, cell, 2)
+        return
+    async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as lsrv:
+        await ping(lsrv.port, False)
+        ended = await lsrv.wait_ended(2)
     _server_checks(ended, cell, 2)
+
+
+# -- the real processes: `trioecho serve` and `trioecho ping` ---------------------------------------------
+
+
+class CliServer:
+    """A running ``python -m trioecho serve``; ``ended`` is filled from its log when it stops."""
+
+    def __init__(self, proc: Proc, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.ended: list[Any] = []
+
+    async def wait_ended(self, n: int) -> None:
+        """Wait until the server has logged ``n`` ended connections (before stopping it)."""
+        await self.proc.read_until(re.compile(rb"(?:.*?connection end ){%d}" % n, re.S), timeout=CELL_TIMEOUT)
+
+
+_KV = re.compile(r'(\w+)=("(?:[^"]*)"|\S+)')
+
+
+def _parse_log(text: str) -> list[Any]:
+    """``connection end k=v ...`` log lines -> objects shaped like ConnectionInfo."""
+    out = []
+    for line in text.splitlines():
+        if "connection end " not in line:
+            continue
+        kv = {k: v.strip('"') for k, v in _KV.findall(line.split("connection end ", 1)[1])}
+        out.append(SimpleNamespace(
+            outcome=kv.get("outcome"), version=kv.get("tls"), cipher=kv.get("cipher"),
+            resumed={"True": True, "False": False}.get(kv.get("resumed", "")), client_subject=kv.get("client"),
+            frames=int(kv.get("frames", "0")), detail=kv.get("detail", ""),
+        ))
+    return out
+
+
+@asynccontextmanager
+async def cli_server(pki: TestPKI, cell: Cell) -> AsyncIterator[CliServer]:
+    """``trioecho serve`` on 127.0.0.1 port 0 with the default profile, pinned to the cell's version."""
+    argv = [*CLI, "serve", "--host", "127.0.0.1", "--port", "0", "--cert", str(pki.server_pem),
+            "--min-version", cell.version, "--max-version", cell.version]
+    if cell.mtls:
+        argv += ["--client-auth", "required", "--client-ca", str(pki.ca_pem)]
+    async with run(argv, env=cli_env()) as p:
+        port = int((await p.read_until(rb"listening on 127\.0\.0\.1:(\d+)")).group(1))
+        srv = CliServer(p, port)
+        yield srv
+        p.proc.terminate()  # SIGTERM: drain, log the summary, exit 0
+        await p.read_until(rb"stopped: ", timeout=CELL_TIMEOUT)
+        await _wait_exit(p)
+        check(p.proc.returncode == 0, f"trioecho serve exited {p.proc.returncode}")
+        srv.ended = _parse_log(p.buf.decode(errors="replace"))
+
+
+async def cli_ping(pki: TestPKI, cell: Cell, port: int, handshake_only: bool) -> Any:
+    """``trioecho ping --json`` against 127.0.0.1:port; returns a PingReport-shaped object."""
+    argv = [*CLI, "ping", f"127.0.0.1:{port}", "--servername", "localhost", "--cafile", str(pki.ca_pem),
+            "--min-version", cell.version, "--max-version", cell.version, "-c", "2", "-i", "0", "--size", "100",
+            "-W", str(CELL_TIMEOUT / 4), "--json"]
+    if handshake_only:
+        argv.append("--handshake-only")
+    if not cell.resume:
+        argv.append("--no-resume")
+    if cell.mtls:
+        argv += ["--cert", str(pki.client_pem)]
+    res = await trio.run_process(argv, env=cli_env(), capture_stdout=True, capture_stderr=True, check=False)
+    check(res.returncode in (0, 1), f"trioecho ping exited {res.returncode}: {res.stderr.decode()[-500:]}")
+    doc = json.loads(res.stdout)
+    probes = [SimpleNamespace(ok=p["ok"], resumed=p["resumed"], error_kind=p["error_kind"], error=p["error"])
+              for p in doc["probes"]]
+    tls = None if doc["tls"] is None else SimpleNamespace(version=doc["tls"]["version"], cipher=doc["tls"]["cipher"])
+    return SimpleNamespace(probes=probes, tls=tls)
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -495,13 +583,18 @@ def peers(group: str) -> list[Peer]:
     return [p for p in PEERS if p.group == group]
 
 
-def params(group: str) -> list[Any]:
+#: The cells the test suite also runs through the real processes (each costs a Python start-up);
+#: ``scripts/interop_matrix.py --cli`` runs them all.
+CLI_CELLS = [Cell("1.3", "ecdsa", True, True), Cell("1.2", "rsa", True, False)]
+
+
+def params(group: str, cells: list[Cell] = CELLS) -> list[Any]:
     """``(peer, cell)`` parameters for one test file; n/a cells are skipped with their reason."""
     import pytest
 
     out = []
     for peer in peers(group):
-        for cell in CELLS:
+        for cell in cells:
             reason = peer.na(cell)
             marks = [pytest.mark.skip(reason=reason)] if reason else []
             out.append(pytest.param(peer, cell, id=f"{peer.name.split(' (')[0].replace(' ', '_')}-{cell}",
@@ -509,8 +602,12 @@ def params(group: str) -> list[Any]:
     return out
 
 
-async def run_cell(peer: Peer, cell: Cell, pkis: dict[str, TestPKI], tmp: Path) -> Outcome:
-    """Run one cell; never raises for a failed check (returns status "fail" with the reason)."""
+async def run_cell(peer: Peer, cell: Cell, pkis: dict[str, TestPKI], tmp: Path, *, cli: bool = False) -> Outcome:
+    """Run one cell; never raises for a failed check (returns status "fail" with the reason).
+
+    Args:
+        cli: run trioecho as the real ``serve`` / ``ping`` processes instead of in-process.
+    """
     reason = peer.na(cell)
     if reason:
         return Outcome("n/a", detail=reason)
@@ -518,19 +615,25 @@ async def run_cell(peer: Peer, cell: Cell, pkis: dict[str, TestPKI], tmp: Path) 
     try:
         with trio.fail_after(CELL_TIMEOUT):
             if peer.role == "serve":
-                cipher = await _serve_cell(peer, cell, pki, tmp)
+                cipher = await _serve_cell(peer, cell, pki, tmp, cli)
             else:
-                cipher = await _ping_cell(peer, cell, pki, tmp)
+                cipher = await _ping_cell(peer, cell, pki, tmp, cli)
     except (CellFailed, trio.TooSlowError, OSError) as exc:
         return Outcome("fail", detail=f"{type(exc).__name__}: {exc}")
     return Outcome("pass", cipher=cipher)
 
 
-async def _serve_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path) -> str:
-    async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as srv:
-        seen = await peer.driver(pki, cell, srv.port, tmp)
-        n = 2 if cell.resume else 1
-        ended = await srv.wait_ended(n)
+async def _serve_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path, cli: bool) -> str:
+    n = 2 if cell.resume else 1
+    if cli:
+        async with cli_server(pki, cell) as csrv:
+            seen = await peer.driver(pki, cell, csrv.port, tmp)
+            await csrv.wait_ended(n)
+        ended = csrv.ended
+    else:
+        async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as srv:
+            seen = await peer.driver(pki, cell, srv.port, tmp)
+            ended = await srv.wait_ended(n)
     cipher = _server_checks(ended, cell, n)
     _peer_checks(seen, cell)
     for s in seen:
@@ -539,10 +642,13 @@ async def _serve_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path) -> str:
     return cipher
 
 
-async def _ping_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path) -> str:
+async def _ping_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path, cli: bool) -> str:
     report: list[Any] = []
 
     async def ping(port: int, handshake_only: bool) -> None:
+        if cli:
+            report.append(await cli_ping(pki, cell, port, handshake_only))
+            return
         policy: Policy = pki.client_policy(min_version=cell.version, max_version=cell.version)
         if cell.mtls:
             from trioecho import CertSpec
@@ -552,7 +658,10 @@ async def _ping_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path) -> str:
                            timeout=CELL_TIMEOUT / 4, handshake_only=handshake_only, resume=cell.resume, sizes=(100,))
         report.append(await Pinger(opts, policy).run())
 
-    await peer.driver(pki, cell, ping, tmp)
+    if peer.driver is _trioecho_server:
+        await _trioecho_server(pki, cell, ping, tmp, cli=cli)
+    else:
+        await peer.driver(pki, cell, ping, tmp)
     (r,) = report
     errors = [f"{p.error_kind}: {p.error}" for p in r.probes if not p.ok]
     check(not errors, f"ping failed: {errors}")

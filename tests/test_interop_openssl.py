@@ -52,7 +52,7 @@ async def test_ping_handshake_only_against_s_server(pki: TestPKI, tmp_path, vers
 
 from pathlib import Path  # noqa: E402
 
-from .interop_matrix import Cell, Peer, params, run_cell  # noqa: E402
+from .interop_matrix import CLI_CELLS, Cell, Peer, params, run_cell  # noqa: E402
 
 
 @pytest.mark.parametrize(("peer", "cell"), params("openssl"))
@@ -60,3 +60,11 @@ async def test_matrix_cell(peer: Peer, cell: Cell, pki: TestPKI, rsa_pki: TestPK
     outcome = await run_cell(peer, cell, {"ecdsa": pki, "rsa": rsa_pki}, tmp_path)
     assert outcome.status == "pass", outcome.detail
     assert outcome.cipher and (outcome.cipher.startswith("TLS_") == (cell.version == "1.3"))
+
+
+@pytest.mark.parametrize(("peer", "cell"), params("openssl", CLI_CELLS))
+async def test_matrix_cell_through_the_cli(peer: Peer, cell: Cell, pki: TestPKI, rsa_pki: TestPKI,
+                                           tmp_path: Path) -> None:
+    """The same cell with trioecho as the real `serve` / `ping` process (default profile)."""
+    outcome = await run_cell(peer, cell, {"ecdsa": pki, "rsa": rsa_pki}, tmp_path, cli=True)
+    assert outcome.status == "pass", outcome.detail
