@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
 from trioecho import Pinger, PingOptions
 from trioecho.testing import TestPKI
 
+from .interop_matrix import CLI_CELLS, Cell, Peer, params, run_cell
 from .peers import need, run
 
 pytestmark = pytest.mark.interop
@@ -49,10 +51,6 @@ async def test_ping_handshake_only_against_s_server(pki: TestPKI, tmp_path, vers
 
 
 # -- the interop matrix rows for OpenSSL (see tests/interop_matrix.py for what each cell checks) --
-
-from pathlib import Path  # noqa: E402
-
-from .interop_matrix import CLI_CELLS, Cell, Peer, params, run_cell  # noqa: E402
 
 
 @pytest.mark.parametrize(("peer", "cell"), params("openssl"))

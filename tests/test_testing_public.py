@@ -126,6 +126,19 @@ async def test_loopback_echo_server_with_no_arguments() -> None:
     assert info.outcome == "clean" and info.peer.startswith("127.0.0.1:")
 
 
+async def test_loopback_echo_server_plaintext_and_ipv6() -> None:
+    async with open_loopback_echo_server(plaintext=True) as srv:
+        async with await srv.connect() as conn:
+            assert conn.tls is None
+            await conn.echo(b"no TLS")
+        (info,) = await srv.wait_ended(1)
+    assert info.outcome == "clean" and not info.tls
+    async with open_loopback_echo_server(host="::1") as srv6:
+        assert srv6.address == f"[::1]:{srv6.port}"
+        async with await srv6.connect() as conn:
+            await conn.echo(b"over IPv6")
+
+
 async def test_loopback_echo_server_limits_apply(autojump_clock: trio.testing.MockClock) -> None:
     async with open_loopback_echo_server(limits=ServerLimits(idle_timeout=5)) as srv:
         conn = await srv.connect()

@@ -397,11 +397,13 @@ class LoopbackEchoServer(_EchoServerFixture):
     CA file they should trust.
     """
 
-    def __init__(self, *args: Any, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, host: str, port: int, plaintext: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The address the server is bound to, and its port.
         self.host = host
         self.port = port
+        #: The server speaks the framing over bare TCP (``connect()`` then does too).
+        self.plaintext = plaintext
 
     @property
     def address(self) -> str:
@@ -423,6 +425,9 @@ class LoopbackEchoServer(_EchoServerFixture):
         Raises:
             ConnectionFailed: refused, timeout, or any TLS or verification failure.
         """
+        if self.plaintext:
+            return await open_echo_connection(self.host, self.port, plaintext=True, timeout=timeout,
+                                              max_frame=max_frame)
         policy = client_policy or self.client_policy()
         ctx = self._context(client_policy, ssl_context)
         return await open_echo_connection(self.host, self.port, policy=policy, servername=server_hostname,
@@ -497,8 +502,8 @@ async def open_loopback_echo_server(
 
     Args:
         host: the address to bind ("127.0.0.1" by default; "::1" for IPv6).
-        plaintext: serve the framing over bare TCP (``connect()`` then needs
-            ``open_echo_connection(..., plaintext=True)`` instead).
+        plaintext: serve the framing over bare TCP (``connect()`` then connects without TLS),
+            e.g. to compare a protocol's behaviour with and without TLS.
 
     Yields:
         A :class:`LoopbackEchoServer` with :attr:`~LoopbackEchoServer.port` bound.
@@ -509,7 +514,8 @@ async def open_loopback_echo_server(
         addrs = await nursery.start(functools.partial(server.serve, host=host, port=0))
         bound_host, port = addrs[0]
         fixture = LoopbackEchoServer(server, pki, client_policy or pki.client_policy(), mtls=mtls,
-                                     version=version, nursery=nursery, host=bound_host, port=port)
+                                     version=version, nursery=nursery, host=bound_host, port=port,
+                                     plaintext=plaintext)
         try:
             yield fixture
         finally:
