@@ -53,7 +53,7 @@ from trioecho import Pinger, PingOptions, Policy
 from trioecho.testing import TestPKI, open_loopback_echo_server
 
 from .conftest import CLI, cli_env
-from .peers import Proc, need, run
+from .peers import Proc, run
 
 #: Generous: a cell is a few handshakes on loopback; CI machines are slow and shared.
 CELL_TIMEOUT = 60
@@ -95,6 +95,17 @@ class CellFailed(AssertionError):
 def check(cond: bool, msg: str) -> None:
     if not cond:
         raise CellFailed(msg)
+
+
+def need(tool: str) -> str:
+    """The path of a peer's program; a cell whose program is missing fails, saying what to install."""
+    import shutil
+
+    path = shutil.which(tool)
+    if path is None:
+        package = "openssl" if tool == "openssl" else "gnutls-bin"
+        raise CellFailed(f"{tool} is not installed: apt-get install {package} (scripts/setup.sh does)")
+    return path
 
 
 @dataclass

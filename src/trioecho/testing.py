@@ -38,8 +38,8 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -435,6 +435,23 @@ class LoopbackEchoServer(_EchoServerFixture):
                                           max_frame=max_frame)
 
 
+@contextmanager
+def _unwrap_body_error() -> Iterator[None]:
+    """Let an error from the ``async with`` body through as itself, not in an ExceptionGroup.
+
+    The servers' own tasks never raise (each connection contains its failures), so a
+    one-member group from the nursery holds the body's error: a failed ``assert`` or
+    a ``ConnectionFailed`` in a user's test should read as that, and ``pytest.raises``
+    around the whole block should work.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
 def _server_side(pki: TestPKI | None, server_policy: Policy | None, version: str | None,
                  mtls: bool) -> tuple[TestPKI, Policy]:
     pki = pki or _pki()
@@ -475,13 +492,14 @@ async def open_memory_echo_server(
     """
     pki, sp = _server_side(pki, server_policy, version, mtls)
     server = EchoServer(policy=sp, limits=limits)
-    async with trio.open_nursery() as nursery:
-        fixture = MemoryEchoServer(server, pki, client_policy or pki.client_policy(), mtls=mtls,
-                                   version=version, nursery=nursery, lockstep=lockstep)
-        try:
-            yield fixture
-        finally:
-            nursery.cancel_scope.cancel()
+    with _unwrap_body_error():
+        async with trio.open_nursery() as nursery:
+            fixture = MemoryEchoServer(server, pki, client_policy or pki.client_policy(), mtls=mtls,
+                                       version=version, nursery=nursery, lockstep=lockstep)
+            try:
+                yield fixture
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -510,13 +528,14 @@ async def open_loopback_echo_server(
     """
     pki, sp = _server_side(pki, server_policy, version, mtls)
     server = EchoServer(policy=None if plaintext else sp, limits=limits, plaintext=plaintext)
-    async with trio.open_nursery() as nursery:
-        addrs = await nursery.start(functools.partial(server.serve, host=host, port=0))
-        bound_host, port = addrs[0]
-        fixture = LoopbackEchoServer(server, pki, client_policy or pki.client_policy(), mtls=mtls,
-                                     version=version, nursery=nursery, host=bound_host, port=port,
-                                     plaintext=plaintext)
-        try:
-            yield fixture
-        finally:
-            nursery.cancel_scope.cancel()
+    with _unwrap_body_error():
+        async with trio.open_nursery() as nursery:
+            addrs = await nursery.start(functools.partial(server.serve, host=host, port=0))
+            bound_host, port = addrs[0]
+            fixture = LoopbackEchoServer(server, pki, client_policy or pki.client_policy(), mtls=mtls,
+                                         version=version, nursery=nursery, host=bound_host, port=port,
+                                         plaintext=plaintext)
+            try:
+                yield fixture
+            finally:
+                nursery.cancel_scope.cancel()
