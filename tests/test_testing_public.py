@@ -126,7 +126,9 @@ async def test_errors_in_the_block_come_out_as_themselves(opener) -> None:  # ty
         async with opener(mtls=True) as srv:
             conn = await srv.connect(client_policy=srv.client_policy(client_cert=None))
             await conn.echo(b"no certificate")
-    assert err.value.kind == "client_cert_required"
+    # TLS 1.3: the server rejects us after our handshake finished; whether the echo meets the
+    # alert or the closed stream first is a race, and ping classifies both (with an mTLS hint).
+    assert err.value.kind in ("client_cert_required", "reset")
 
 
 async def test_loopback_echo_server_with_no_arguments() -> None:
