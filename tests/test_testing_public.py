@@ -215,7 +215,7 @@ def user_project(tmp_path: Path) -> Path:
 
 
 # (`pytest_plugins = [...]` is the route test_plugin_key_type_can_be_overridden takes.)
-@pytest.mark.parametrize("how", ["-p", "--trioecho", "ini"])
+@pytest.mark.parametrize("how", ["-p", "--trioecho", "ini", "import"])
 async def test_plugin_fixtures_once_enabled(user_project: Path, how: str) -> None:
     site = user_project.parent / "site"
     _fake_install(site)
@@ -224,8 +224,10 @@ async def test_plugin_fixtures_once_enabled(user_project: Path, how: str) -> Non
         args = ["-p", "trioecho.pytest_plugin"]
     elif how == "--trioecho":
         args = ["--trioecho"]
-    else:
+    elif how == "ini":
         (user_project / "pytest.ini").write_text("[pytest]\ntrio_mode = true\ntrioecho = true\n")
+    else:
+        (user_project / "conftest.py").write_text("from trioecho.pytest_plugin import *  # noqa: F403\n")
     res = await trio.to_thread.run_sync(functools.partial(_run_pytest, user_project, *args, site=site))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "4 passed" in res.stdout
