@@ -242,7 +242,7 @@ async def _s_client(pki: TestPKI, cell: Cell, port: int, tmp: Path) -> list[Seen
         _, frame = _frame(f"s_client {i}")
         async with run(argv, merge_stderr=False) as p:
             await p.send(frame)
-            await p.read_until(re.escape(frame))
+            await p.read_until(re.escape(frame), timeout=CELL_TIMEOUT)
             assert p.proc.stdin is not None
             await p.proc.stdin.aclose()  # EOF on stdin: s_client sends close_notify and exits
             await _wait_exit(p)
@@ -276,10 +276,10 @@ async def _gnutls_cli(pki: TestPKI, cell: Cell, port: int, tmp: Path) -> list[Se
                 # gnutls-cli -r would wait for a ticket before any data flows, but trio sends
                 # TLS 1.3 tickets with its first write (python-trio/trio#819): resume after an echo.
                 await p.send(b"^resume^\n")
-                await p.read_until(re.compile(rb"\*\*\* This is a resumed session|- Description", re.S))
+                await p.read_until(re.compile(rb"\*\*\* This is a resumed session|- Description", re.S), timeout=CELL_TIMEOUT)
             _, frame = _frame(f"gnutls-cli {i}")
             await p.send(frame)
-            await p.read_until(re.escape(frame))
+            await p.read_until(re.escape(frame), timeout=CELL_TIMEOUT)
             chunk = p.buf[start:]
             v = re.search(rb"\(TLS(1\.[23])-X\.509\)", chunk)
             seen.append(Seen(f"TLSv{v.group(1).decode()}" if v else None, b"This is a resumed session" in chunk))
@@ -407,7 +407,7 @@ async def _s_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awaita
     if cell.mtls:
         argv += ["-Verify", "1", "-CAfile", str(pki.ca_pem), "-verify_return_error"]
     async with run(argv) as p:
-        port = int((await p.read_until(rb"ACCEPT 127\.0\.0\.1:(\d+)")).group(1))
+        port = int((await p.read_until(rb"ACCEPT 127\.0\.0\.1:(\d+)", timeout=CELL_TIMEOUT)).group(1))
         await ping(port, True)  # s_server does not echo (-rev reverses text)
 
 
@@ -435,7 +435,7 @@ async def _gnutls_serv(pki: TestPKI, cell: Cell, ping: Callable[[int, bool], Awa
     if cell.mtls:
         argv += ["--require-client-cert", "--verify-client-cert", "--x509cafile", str(pki.ca_pem)]
     async with run(argv) as p:
-        await p.read_until(rb"listening on IPv4 .*done")
+        await p.read_until(rb"listening on IPv4 .*done", timeout=CELL_TIMEOUT)
         port = _listening_port(p.proc.pid)
         check(port is not None, "gnutls-serv listens on no IPv4 port")
         assert port is not None
@@ -489,7 +489,7 @@ async def _trioecho_server(pki: TestPKI, cell: Cell, ping: Callable[[int, bool],
         return
     async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as lsrv:
         await ping(lsrv.port, False)
-        ended = await lsrv.wait_ended(2)
+        ended = await lsrv.wait_ended(2, timeout=CELL_TIMEOUT)
     _server_checks(ended, cell, 2)
 
 
@@ -535,7 +535,7 @@ async def cli_server(pki: TestPKI, cell: Cell) -> AsyncIterator[CliServer]:
     if cell.mtls:
         argv += ["--client-auth", "required", "--client-ca", str(pki.ca_pem)]
     async with run(argv, env=cli_env()) as p:
-        port = int((await p.read_until(rb"listening on 127\.0\.0\.1:(\d+)")).group(1))
+        port = int((await p.read_until(rb"listening on 127\.0\.0\.1:(\d+)", timeout=CELL_TIMEOUT)).group(1))
         srv = CliServer(p, port)
         yield srv
         p.proc.terminate()  # SIGTERM: drain, log the summary, exit 0
@@ -644,7 +644,7 @@ async def _serve_cell(peer: Peer, cell: Cell, pki: TestPKI, tmp: Path, cli: bool
     else:
         async with open_loopback_echo_server(pki=pki, version=cell.version, mtls=cell.mtls) as srv:
             seen = await peer.driver(pki, cell, srv.port, tmp)
-            ended = await srv.wait_ended(n)
+            ended = await srv.wait_ended(n, timeout=CELL_TIMEOUT)
     cipher = _server_checks(ended, cell, n)
     _peer_checks(seen, cell)
     for s in seen:

@@ -288,7 +288,7 @@ class _EchoServerFixture:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_ended(self, n: int = 1, *, timeout: float = 10) -> list[ConnectionInfo]:
+    async def wait_ended(self, n: int = 1, *, timeout: float = 30) -> list[ConnectionInfo]:
         """Wait until at least ``n`` connections have ended, and return all that have.
 
         Raises:
