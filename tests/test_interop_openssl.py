@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
 from trioecho import Pinger, PingOptions
 from trioecho.testing import TestPKI
 
+from .interop_matrix import CLI_CELLS, Cell, Peer, params, run_cell
 from .peers import need, run
 
 pytestmark = pytest.mark.interop
@@ -46,3 +48,21 @@ async def test_ping_handshake_only_against_s_server(pki: TestPKI, tmp_path, vers
     assert report.tls is not None
     assert report.tls.version == ("TLSv1.2" if version == "-tls1_2" else "TLSv1.3")
     assert [p.resumed for p in report.probes] == [False, True, True]
+
+
+# -- the interop matrix rows for OpenSSL (see tests/interop_matrix.py for what each cell checks) --
+
+
+@pytest.mark.parametrize(("peer", "cell"), params("openssl"))
+async def test_matrix_cell(peer: Peer, cell: Cell, pki: TestPKI, rsa_pki: TestPKI, tmp_path: Path) -> None:
+    outcome = await run_cell(peer, cell, {"ecdsa": pki, "rsa": rsa_pki}, tmp_path)
+    assert outcome.status == "pass", outcome.detail
+    assert outcome.cipher and (outcome.cipher.startswith("TLS_") == (cell.version == "1.3"))
+
+
+@pytest.mark.parametrize(("peer", "cell"), params("openssl", CLI_CELLS))
+async def test_matrix_cell_through_the_cli(peer: Peer, cell: Cell, pki: TestPKI, rsa_pki: TestPKI,
+                                           tmp_path: Path) -> None:
+    """The same cell with trioecho as the real `serve` / `ping` process (default profile)."""
+    outcome = await run_cell(peer, cell, {"ecdsa": pki, "rsa": rsa_pki}, tmp_path, cli=True)
+    assert outcome.status == "pass", outcome.detail
