@@ -47,8 +47,10 @@ def generate(out: Path, hosts: list[str], key_type: str = "ecdsa", days: int = D
     now = datetime.datetime.now(datetime.timezone.utc)
     not_after = now + datetime.timedelta(days=days)
     ca = trustme.CA(key_type=kt)
-    server = ca.issue_cert(*hosts, key_type=kt, not_after=not_after)
-    client = ca.issue_cert("trioecho-client@example.invalid", key_type=kt, not_after=not_after)
+    # trustme's default notBefore is far in the past, which would make the
+    # lifetime decades long (scanners check notAfter - notBefore): start now.
+    server = ca.issue_cert(*hosts, key_type=kt, not_before=now, not_after=not_after)
+    client = ca.issue_cert("trioecho-client@example.invalid", key_type=kt, not_before=now, not_after=not_after)
     chain = b"".join(blob.bytes() for blob in server.cert_chain_pems)
     paths = {
         "ca.pem": (ca.cert_pem.bytes(), False),
