@@ -270,6 +270,13 @@ class EchoConnection:
                     detail = "server closed the connection before echoing (a TLS server? then drop --plaintext)"
                 if dec.mid_frame:
                     detail = "server closed the connection in the middle of the echo"
+                elif self.tls is not None and self.tls.alpn is None:
+                    # A strict-ALPN server closes after a handshake that agreed on no protocol.
+                    offered = ",".join(self.tls.alpn_offered) or "nothing"
+                    raise ConnectionFailed(
+                        "alpn_mismatch",
+                        f"server closed the connection before echoing; no ALPN protocol was agreed (we offered {offered})",
+                        ERROR_KINDS["alpn_mismatch"].fix)
                 raise ConnectionFailed("closed_early", detail, ERROR_KINDS["closed_early"].fix)
             dec.feed(data)
 
