@@ -171,7 +171,8 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"  {k:<14} {_fmt(v) if v is not None else default}")
     print(f"enforced (read back from built contexts; restrictions applied via {doc['enforced_via']}):")
     keys = ["minimum_version", "maximum_version", "tls13_suites", "tls12_ciphers", "groups", "alpn",
-            "verify_mode", "check_hostname", "num_tickets", "tickets", "alpn_strict", "keylog"]
+            "verify_mode", "check_hostname", "num_tickets", "tickets", "server_cipher_preference", "alpn_strict",
+            "keylog"]
     for role in ("server", "client"):
         eff = doc["enforced"][role]
         print(f"  {role}:")

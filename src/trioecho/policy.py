@@ -179,6 +179,10 @@ class Policy:
     alpn: tuple[str, ...] | None = None
     #: Server: close connections whose client offered no protocol we accept.
     alpn_strict: bool = False
+    #: Server picks the suite by its own order (Python's default).  Mozilla's
+    #: profiles say no: every allowed suite is strong, and clients without AES
+    #: hardware know to put ChaCha20 first.
+    server_cipher_preference: bool = True
     # -- server identity and client authentication ----------------------------------
     certs: tuple[CertSpec, ...] = ()
     key_password_file: Path | None = None
@@ -303,6 +307,8 @@ class Policy:
         ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         if self.ciphers:
             ctx.set_ciphers(self.ciphers)
+        if purpose == ssl.PROTOCOL_TLS_SERVER and not self.server_cipher_preference:
+            ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
         self._apply_tls13(ctx)
         if check:
             from . import _opensslconf
@@ -574,6 +580,7 @@ def effective_settings(ctx: ssl.SSLContext) -> dict[str, Any]:
         "check_hostname": ctx.check_hostname,
         "num_tickets": ctx.num_tickets if server else None,
         "tickets": (not bool(ctx.options & ssl.OP_NO_TICKET)) if server else None,
+        "server_cipher_preference": bool(ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE) if server else None,
         "keylog": ctx.keylog_filename,
     }
 
@@ -583,6 +590,7 @@ def _iter_profiles() -> Iterable[Policy]:
     yield Policy(
         profile="intermediate",
         ciphers=INTERMEDIATE_CIPHERS,
+        server_cipher_preference=False,
         ciphersuites=DEFAULT_TLS13_SUITES,
         groups=MOZILLA_GROUPS,
     )
@@ -590,6 +598,7 @@ def _iter_profiles() -> Iterable[Policy]:
         profile="modern",
         min_version="1.3",
         ciphers=INTERMEDIATE_CIPHERS,
+        server_cipher_preference=False,
         ciphersuites=DEFAULT_TLS13_SUITES,
         groups=MOZILLA_GROUPS,
     )
