@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -105,7 +104,7 @@ def describe(policy: Any) -> dict[str, Any]:
     server["alpn"] = list(policy.server_alpn())
     server["alpn_strict"] = policy.alpn_strict
     client["alpn"] = list(policy.client_alpn())
-    via = "OpenSSL configuration (re-executed with OPENSSL_CONF)" if _opensslconf.MARK_ENV in os.environ else \
+    via = "OpenSSL configuration (re-executed with OPENSSL_CONF)" if _opensslconf.reexecuted else \
         "ssl module API"
     asked = {
         "profile": policy.profile,

@@ -127,6 +127,11 @@ def reexec_if_needed(policies: Sequence[Policy], argv: Sequence[str]) -> None:
         ConfigError: two policies need different process-wide settings, or the
             temporary configuration cannot be written.
     """
+    if MARK_ENV in os.environ:
+        # We are the re-executed process (or someone set the mark by hand): never
+        # re-execute again; check_enforced() says whether the settings took.
+        settle()
+        return
     needed: dict[str, str] = {}
     for p in policies:
         for k, v in conf_lines_needed(p).items():
@@ -139,9 +144,6 @@ def reexec_if_needed(policies: Sequence[Policy], argv: Sequence[str]) -> None:
     if not needed:
         return
     sig = hashlib.sha256(repr(sorted(needed.items())).encode()).hexdigest()[:16]
-    if os.environ.get(MARK_ENV) == sig:
-        settle()
-        return
     conf = render_conf(needed, _system_conf())
     try:
         fd, path = tempfile.mkstemp(prefix="trioecho-openssl-", suffix=".cnf")
@@ -159,6 +161,8 @@ def reexec_if_needed(policies: Sequence[Policy], argv: Sequence[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "trioecho", *argv], env)
 
 
+#: True in a process that was re-executed under our OPENSSL_CONF.
+reexecuted = False
 #: The caller's own OPENSSL_CONF (empty: none), restored for child processes.
 _ORIG_ENV = "TRIOECHO_ORIGINAL_OPENSSL_CONF"
 
@@ -171,9 +175,12 @@ def settle() -> None:
     restoring the caller's ``OPENSSL_CONF`` keeps our settings out of any
     child process.
     """
+    global reexecuted
     path = os.environ.get("OPENSSL_CONF", "")
+    os.environ.pop(MARK_ENV, None)
     if _ORIG_ENV not in os.environ or not Path(path).name.startswith("trioecho-openssl-"):
         return
+    reexecuted = True
     ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # loads the configuration now
     try:
         os.unlink(path)
