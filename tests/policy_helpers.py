@@ -96,9 +96,15 @@ LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)\n")
 
 
 @asynccontextmanager
-async def serve(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[tuple[Proc, int]]:
-    """``trioecho serve --host 127.0.0.1 --port 0 ARGS``; yields (process, port) once listening."""
-    argv = [*CLI, "serve", "--host", "127.0.0.1", "--port", "0", *args]
+async def serve(*args: str, env: dict[str, str] | None = None,
+                log_level: str = "info") -> AsyncIterator[tuple[Proc, int]]:
+    """``trioecho serve --host 127.0.0.1 --port 0 ARGS``; yields (process, port) once listening.
+
+    stdout and stderr share one pipe that is read only when a test asks: keep
+    ``log_level`` at "warning" for anything that makes many connections, or the
+    server blocks on a full pipe.
+    """
+    argv = [*CLI, "--log-level", log_level, "serve", "--host", "127.0.0.1", "--port", "0", *args]
     async with run(argv, env=env or cli_env()) as proc:
         port = int((await proc.read_until(LISTENING, timeout=30)).group(1))
         yield proc, port
