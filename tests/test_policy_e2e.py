@@ -261,3 +261,14 @@ async def test_insecure_warns_and_is_in_json(spki: dict[str, Path]) -> None:
         assert res.doc["insecure"] is True and res.doc["tls"]["verified"] is False
         text = await ping(port, "--insecure", "-c", "1")
         assert "WARNING: --insecure" in text.stderr and "verify=OFF (--insecure)" in text.stdout
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+async def test_handshake_only_clients_resume(spki: dict[str, Path], version: str) -> None:
+    """A client that never writes still gets its TLS 1.3 ticket (sent right after the handshake)."""
+    async with serve(*server_args(spki)) as (proc, port):
+        res = await ping(port, "--cafile", str(spki["ca"]), "--handshake-only", "-c", "3", "--json",
+                         "--max-version", version)
+        assert res.code == 0, res.stdout
+        assert [p["resumed"] for p in res.doc["probes"]] == [False, True, True]
+        await proc.read_until(rb"resumed=True")
