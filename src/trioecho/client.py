@@ -216,6 +216,7 @@ class EchoConnection:
         self._timeout = timeout
         self._sessions = sessions
         self._max_frame = max_frame
+        self._echoed = False
 
     async def echo(self, payload: bytes) -> float:
         """Send one frame, wait for its echo, check it.  Returns the round-trip time.
@@ -235,11 +236,14 @@ class EchoConnection:
                     nursery.start_soon(self.stream.send_all, frame)
                     got = await self._receive_frame()
             except BaseExceptionGroup as group:
-                raise _unwrap_group(group) from None
-            except ConnectionFailed:
-                raise
+                raise self._no_alpn(_unwrap_group(group)) from None
+            except ConnectionFailed as exc:
+                mapped = self._no_alpn(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise _failure(exc, "echo") from exc
+                raise self._no_alpn(_failure(exc, "echo")) from exc
         if cs.cancelled_caught:
             raise ConnectionFailed("timeout", f"no echo within {self._timeout:g}s", ERROR_KINDS["timeout"].fix)
         rtt = time.perf_counter() - t0
@@ -250,9 +254,24 @@ class EchoConnection:
                 + ("" if len(got) != len(payload) else f", first difference at byte {_first_diff(payload, got)}"),
                 ERROR_KINDS["echo_mismatch"].fix,
             )
+        self._echoed = True
         if self._sessions is not None and isinstance(self.stream, trio.SSLStream):
             self._sessions.offer(self.stream)
         return rtt
+
+    def _no_alpn(self, exc: BaseException) -> BaseException:
+        """A close or reset before the first echo, after a handshake that agreed on no ALPN
+        protocol, is a strict-ALPN server refusing us (a reset when our frame was still
+        unread in its socket buffer)."""
+        if (isinstance(exc, ConnectionFailed) and exc.kind in ("closed_early", "reset", "truncated")
+                and self.tls is not None and self.tls.alpn is None and not self._echoed):
+            offered = ",".join(self.tls.alpn_offered) or "nothing"
+            return ConnectionFailed(
+                "alpn_mismatch",
+                f"server dropped the connection before echoing, after a handshake that agreed on no "
+                f"ALPN protocol (we offered {offered}): most likely it requires one (strict ALPN)",
+                ERROR_KINDS["alpn_mismatch"].fix)
+        return exc
 
     async def _receive_frame(self) -> bytes:
         dec = self._decoder
@@ -270,13 +289,6 @@ class EchoConnection:
                     detail = "server closed the connection before echoing (a TLS server? then drop --plaintext)"
                 if dec.mid_frame:
                     detail = "server closed the connection in the middle of the echo"
-                elif self.tls is not None and self.tls.alpn is None:
-                    # A strict-ALPN server closes after a handshake that agreed on no protocol.
-                    offered = ",".join(self.tls.alpn_offered) or "nothing"
-                    raise ConnectionFailed(
-                        "alpn_mismatch",
-                        f"server closed the connection before echoing; no ALPN protocol was agreed (we offered {offered})",
-                        ERROR_KINDS["alpn_mismatch"].fix)
                 raise ConnectionFailed("closed_early", detail, ERROR_KINDS["closed_early"].fix)
             dec.feed(data)
 
