@@ -315,10 +315,14 @@ def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for e in excs:
         if isinstance(e, ConnectionFailed):
             return e
-    for e in excs:
-        if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
-            return _failure(e, "echo")
-    return excs[0]
+    failures = [_failure(e, "echo") for e in excs
+                if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError, OSError))]
+    # The send side often sees only "reset" while the receive side read the TLS alert
+    # that says why (e.g. our client certificate was rejected): prefer the specific one.
+    for f in failures:
+        if f.kind not in ("reset", "truncated"):
+            return f
+    return failures[0] if failures else excs[0]
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
