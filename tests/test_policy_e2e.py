@@ -33,9 +33,14 @@ class Ping:
         return [p["error_kind"] for p in self.doc["probes"]]
 
 
-async def ping(port: int, *args: str) -> Ping:
+#: Most tests here do not depend on the profile: baseline needs no OPENSSL_CONF re-exec,
+#: which saves a Python start per command.  The mTLS test keeps the CLI default (intermediate).
+FAST = ("--profile", "baseline")
+
+
+async def ping(port: int, *args: str, profile: tuple[str, ...] = FAST) -> Ping:
     with trio.fail_after(60):
-        done = await trio.run_process(list(ping_argv(port, *args)), capture_stdout=True, capture_stderr=True,
+        done = await trio.run_process(list(ping_argv(port, *profile, *args)), capture_stdout=True, capture_stderr=True,
                                       check=False, env=cli_env())
     res = Ping(done.returncode, done.stdout.decode(), done.stderr.decode())
     assert "Traceback" not in res.stderr, res.stderr
@@ -62,8 +67,8 @@ def spki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-def server_args(f: dict[str, Path], *extra: str) -> list[str]:
-    return ["--cert", str(f["crt"]), "--key", str(f["key"]), *extra]
+def server_args(f: dict[str, Path], *extra: str, profile: tuple[str, ...] = FAST) -> list[str]:
+    return ["--cert", str(f["crt"]), "--key", str(f["key"]), *profile, *extra]
 
 
 # -- mTLS ---------------------------------------------------------------------------------------------
@@ -74,13 +79,14 @@ async def test_mtls_required(spki: dict[str, Path], version: str) -> None:
     good = ["--cert", str(f["client_crt"]), "--key", str(f["client_key"])]
     stranger = ["--cert", str(f["stranger_crt"]), "--key", str(f["stranger_key"])]
     common = ["--cafile", str(f["ca"]), "--max-version", version, "--json"]
-    async with serve(*server_args(f, "--client-auth", "required", "--client-ca", str(f["ca"]))) as (proc, port):
-        ok = await ping(port, *common, *good, "-c", "2")
+    async with serve(*server_args(f, "--client-auth", "required", "--client-ca", str(f["ca"]), profile=())) as (
+            proc, port):
+        ok = await ping(port, *common, *good, "-c", "2", profile=())
         assert ok.code == 0, ok.stdout
         assert [p["resumed"] for p in ok.doc["probes"]] == [False, True]
         await proc.read_until(rb"client=commonName=trioecho-client frames=1")  # the peer's subject is logged
 
-        none = await ping(port, *common, "-c", "1")
+        none = await ping(port, *common, "-c", "1", profile=())
         assert none.code == 1
         # TLS 1.2: the server aborts the handshake; TLS 1.3: the client's handshake "succeeds" and
         # the rejection (certificate_required alert) arrives with the first read.
@@ -89,13 +95,13 @@ async def test_mtls_required(spki: dict[str, Path], version: str) -> None:
         assert (none.doc["probes"][0]["tls_ms"] is None) is (version == "1.2")
         await proc.read_until(rb"outcome=client_cert_required")
 
-        wrong = await ping(port, *common, *stranger, "-c", "1")
+        wrong = await ping(port, *common, *stranger, "-c", "1", profile=())
         assert wrong.code == 1 and wrong.kinds() == ["client_cert_rejected"], wrong.stdout
         assert "--client-ca" in wrong.doc["probes"][0]["hint"]
         assert (wrong.doc["probes"][0]["tls_ms"] is None) is (version == "1.2")
         await proc.read_until(rb"outcome=unknown_ca")
 
-        again = await ping(port, *common, *good, "-c", "1")
+        again = await ping(port, *common, *good, "-c", "1", profile=())
         assert again.code == 0  # still serving
 
 
@@ -152,7 +158,7 @@ async def test_sni_and_repeated_cert(spki: dict[str, Path]) -> None:
 
 
 async def _ping_host(port: int, f: dict[str, Path], name: str) -> Ping:
-    argv = [*CLI, "ping", f"127.0.0.1:{port}", "-i", "0", "--cafile", str(f["ca"]), "--servername", name,
+    argv = [*CLI, "ping", f"127.0.0.1:{port}", "-i", "0", *FAST, "--cafile", str(f["ca"]), "--servername", name,
             "-c", "2", "--json"]
     with trio.fail_after(60):
         done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, env=cli_env())
@@ -172,14 +178,15 @@ async def test_encrypted_key_with_password_file(spki: dict[str, Path], tmp_path:
     pw = tmp_path / "pw"
     pw.write_text("hunter2\n")
     pw.chmod(0o600)
-    async with serve("--cert", str(f["enc_crt"]), "--key", str(f["enc_key"]), "--key-password-file", str(pw)) as (
+    async with serve("--cert", str(f["enc_crt"]), "--key", str(f["enc_key"]), "--key-password-file", str(pw),
+                     *FAST) as (
             _proc, port):
         res = await ping(port, "--cafile", str(f["ca"]), "-c", "1", "--json")
         assert res.code == 0
 
 
 def run_serve(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, *CLI, "serve", "--host", "127.0.0.1", "--port", "0", *args],
+    return subprocess.run([*prefix, *CLI, "serve", "--host", "127.0.0.1", "--port", "0", *FAST, *args],
                           capture_output=True, text=True, env=cli_env(), timeout=60)
 
 
@@ -226,7 +233,7 @@ async def test_key_permission_warning_both_sides(spki: dict[str, Path], tmp_path
     loose_client = tmp_path / "client-loose.key"
     loose_client.write_bytes(f["client_key"].read_bytes())
     loose_client.chmod(0o640)
-    async with serve("--cert", str(f["crt"]), "--key", str(loose_key)) as (proc, port):
+    async with serve("--cert", str(f["crt"]), "--key", str(loose_key), *FAST) as (proc, port):
         await proc.read_until(f"private key {loose_key} is readable by group or others: chmod 600".encode())
         res = await ping(port, "--cafile", str(f["ca"]), "-c", "1", "--cert", str(f["client_crt"]),
                          "--key", str(loose_client))
