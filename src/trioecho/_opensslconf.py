@@ -7,17 +7,20 @@ Python < 3.15 has no ``SSLContext.set_ciphersuites`` or ``set_groups``
 https://github.com/python/cpython/issues/136306).  OpenSSL can still apply
 them process-wide from its configuration file (``Ciphersuites =`` and
 ``Groups =`` in the ``system_default`` section), but only if ``OPENSSL_CONF``
-is in the environment before libcrypto initialises, i.e. before ``import ssl``
-(and before ``hashlib``).  So the CLI, after parsing its arguments, calls
+is in the environment before OpenSSL reads its configuration (at the first
+context).  So the CLI, after parsing its arguments, calls
 :func:`reexec_if_needed`: if a policy needs settings the running process lacks,
 it writes a configuration file that *includes* the system one (providers and
-its own ``system_default`` keys are kept) and re-executes itself with
-``OPENSSL_CONF`` pointing at it.
+its own ``system_default`` keys are kept) and re-executes itself once with
+``OPENSSL_CONF`` pointing at it.  The new process (:func:`settle`) makes
+OpenSSL read the file, deletes it, and restores the caller's ``OPENSSL_CONF``
+so child processes do not inherit ours.
 
 Whatever the route, :func:`check_enforced` reads the result back from the built
-context (``get_ciphers()`` for suites; an in-memory handshake probe for
-groups) and raises :class:`ConfigError` if it differs from the request: we
-never claim a restriction that is not in force.
+context (``get_ciphers()`` for suites; for groups, in-memory TLS 1.3
+handshakes between a context with the policy's settings and peers limited to
+one group each, :func:`enforced_groups`) and raises :class:`ConfigError` if it
+differs from the request: we never claim a restriction that is not in force.
 """
 
 from __future__ import annotations
