@@ -177,7 +177,7 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"  {role}:")
         for k in keys:
             if k in eff and eff[k] is not None:
-                print(f"    {k:<16} {_fmt(eff[k])}")
+                print(f"    {k:<25} {_fmt(eff[k])}")
     print("loopback handshakes (full, then resumed):")
     for row in doc["loopback"]:
         if row["ok"]:
