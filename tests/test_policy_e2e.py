@@ -92,6 +92,7 @@ async def test_mtls_required(spki: dict[str, Path], version: str) -> None:
         # the rejection (certificate_required alert) arrives with the first read.
         expected = "handshake_failure" if version == "1.2" else "client_cert_required"
         assert none.kinds() == [expected]
+        assert "--cert client.pem" in none.doc["probes"][0]["hint"]  # both versions point at the fix
         assert (none.doc["probes"][0]["tls_ms"] is None) is (version == "1.2")
         await proc.read_until(rb"outcome=client_cert_required")
 

@@ -424,6 +424,12 @@ async def open_echo_connection(
             if failure.kind == "hostname_mismatch":
                 names = await _peer_names(host, port, policy, name, timeout)
                 failure = _explain(failure, name, names)
+            if failure.kind == "handshake_failure" and policy.client_cert is None:
+                # A TLS 1.2 server that requires a client certificate says only
+                # "handshake_failure" (RFC 5246); TLS 1.3 says certificate_required.
+                failure = ConnectionFailed(failure.kind, failure.detail,
+                                           f"{failure.hint}; if the server requires a client certificate "
+                                           "(mTLS), pass --cert client.pem")
             raise failure from exc
     if cs.cancelled_caught:
         if stream is not None:
