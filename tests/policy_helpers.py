@@ -85,6 +85,18 @@ class StrictPKI:
         return chain, keyfile
 
 
+def gen_certs(out: Path, *args: str) -> dict[str, Path]:
+    """Run scripts/gen_certs.py (the script users run) into ``out``; return its files by name."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gen_certs.py"
+    res = subprocess.run([sys.executable, str(script), "--out", str(out), *args], capture_output=True, text=True,
+                         env=cli_env(), timeout=60)
+    assert res.returncode == 0, res.stderr
+    return {p.name: p for p in out.iterdir()}
+
+
 def strict_pki(directory: Path) -> StrictPKI:
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from .peers import need
-from .policy_helpers import StrictPKI, serve, strict_pki
+from .policy_helpers import gen_certs, serve
 
 pytestmark = pytest.mark.interop
 
@@ -29,10 +29,10 @@ DESCRIPTION = re.compile(rb"- Description: \((TLS1\.[23])-X\.509\)-.*?\(([A-Z0-9
 
 
 @pytest.fixture(scope="module")
-def spki(tmp_path_factory: pytest.TempPathFactory) -> tuple[StrictPKI, Path, Path]:
-    pki = strict_pki(tmp_path_factory.mktemp("gnutls-pki"))
-    crt, key = pki.leaf("localhost", "localhost", "127.0.0.1")
-    return pki, crt, key
+def spki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """scripts/gen_certs.py output: (ca.pem, server.crt, server.key)."""
+    files = gen_certs(tmp_path_factory.mktemp("gnutls-pki"))
+    return files["ca.pem"], files["server.crt"], files["server.key"]
 
 
 async def gnutls_cli(port: int, ca: Path, *args: str, stdin: bytes = FRAME) -> tuple[int, bytes]:
@@ -53,12 +53,12 @@ async def gnutls_cli(port: int, ca: Path, *args: str, stdin: bytes = FRAME) -> t
         ("baseline", None, "TLS1.3", {"AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"}),
     ],
 )
-async def test_gnutls_connects_and_resumes(spki: tuple[StrictPKI, Path, Path], profile: str,
+async def test_gnutls_connects_and_resumes(spki: tuple[Path, Path, Path], profile: str,
                                            priority: str | None, version: str, ciphers: set[str]) -> None:
-    pki, crt, key = spki
+    ca, crt, key = spki
     extra = ["--priority", priority] if priority else []
     async with serve("--cert", str(crt), "--key", str(key), "--profile", profile) as (proc, port):
-        code, out = await gnutls_cli(port, pki.ca_pem, "--alpn", "echo/1", "--resume", "--waitresumption",
+        code, out = await gnutls_cli(port, ca, "--alpn", "echo/1", "--resume", "--waitresumption",
                                      "--earlydata", "/dev/null", *extra)
         assert code == 0, out.decode(errors="replace")
         full, again = DESCRIPTION.findall(out)
@@ -73,26 +73,26 @@ async def test_gnutls_connects_and_resumes(spki: tuple[StrictPKI, Path, Path], p
         await proc.read_until(rb"resumed=True sni=localhost frames=1")
 
 
-async def test_early_data_is_never_accepted(spki: tuple[StrictPKI, Path, Path], tmp_path: Path) -> None:
+async def test_early_data_is_never_accepted(spki: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """0-RTT: gnutls-cli offers a frame as early data when resuming; it is never echoed."""
-    pki, crt, key = spki
+    ca, crt, key = spki
     early = tmp_path / "early.bin"
     early.write_bytes(EARLY)
     async with serve("--cert", str(crt), "--key", str(key), "--profile", "modern") as (proc, port):
-        code, out = await gnutls_cli(port, pki.ca_pem, "--resume", "--waitresumption", "--earlydata", str(early))
+        code, out = await gnutls_cli(port, ca, "--resume", "--waitresumption", "--earlydata", str(early))
         assert code == 0, out.decode(errors="replace")
         assert b"*** This is a resumed session" in out
         assert b"hello" in out and b"early" not in out
         await proc.read_until(rb"resumed=True sni=localhost frames=1 bytes=9 ")
 
 
-async def test_client_order_decides_for_mozilla_profiles(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_client_order_decides_for_mozilla_profiles(spki: tuple[Path, Path, Path]) -> None:
     """Mozilla's server_preferred_order=false: a client that puts ChaCha20 first gets it;
     the chapter profile keeps the server's order (AES-128-GCM first)."""
-    pki, crt, key = spki
+    ca, crt, key = spki
     for profile, expected in (("intermediate", "CHACHA20-POLY1305"), ("chapter", "AES-128-GCM")):
         async with serve("--cert", str(crt), "--key", str(key), "--profile", profile) as (_proc, port):
-            code, out = await gnutls_cli(port, pki.ca_pem, "--priority", CHACHA_FIRST)
+            code, out = await gnutls_cli(port, ca, "--priority", CHACHA_FIRST)
             assert code == 0, out.decode(errors="replace")
             ((_v, cipher),) = DESCRIPTION.findall(out)
             assert cipher.decode() == expected, profile
@@ -107,11 +107,11 @@ async def test_client_order_decides_for_mozilla_profiles(spki: tuple[StrictPKI, 
     ],
 )
 async def test_outside_the_profile_is_refused_and_server_goes_on(
-        spki: tuple[StrictPKI, Path, Path], profile: str, priority: str) -> None:
-    pki, crt, key = spki
+        spki: tuple[Path, Path, Path], profile: str, priority: str) -> None:
+    ca, crt, key = spki
     async with serve("--cert", str(crt), "--key", str(key), "--profile", profile) as (proc, port):
-        code, out = await gnutls_cli(port, pki.ca_pem, "--priority", priority)
+        code, out = await gnutls_cli(port, ca, "--priority", priority)
         assert code != 0 and b"Handshake was completed" not in out, out.decode(errors="replace")
         await proc.read_until(rb"outcome=(tls_version|no_shared_cipher|handshake_failure) ")
-        code, out = await gnutls_cli(port, pki.ca_pem, "--alpn", "echo/1")
+        code, out = await gnutls_cli(port, ca, "--alpn", "echo/1")
         assert code == 0 and b"- Application protocol: echo/1" in out

@@ -13,7 +13,9 @@ has it switched off).  TLS 1.3 early data is checked with gnutls-cli instead
 the echo framing rightly rejects.  sslyze's resumption probe is TLS 1.2 only; for
 TLS 1.3 resumption see the gnutls and ping tests.
 
-The scans run only the plugins the checker needs plus resumption: ~0.5 s each.
+The certificates are what ``scripts/gen_certs.py`` writes (the CA is the trust anchor),
+so a user who follows the README gets the same result.  The scans run only the plugins
+the checker needs plus resumption: ~0.5 s each.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 import trio
 
-from .policy_helpers import StrictPKI, serve, strict_pki
+from .policy_helpers import gen_certs, serve
 
 sslyze = pytest.importorskip("sslyze", reason="sslyze is a test dependency: pip install -e '.[test]'")
 from sslyze import (  # noqa: E402
@@ -67,10 +69,10 @@ ALL_CURVES = MOZILLA_CURVES | {"X448", "secp521r1"}
 
 
 @pytest.fixture(scope="module")
-def spki(tmp_path_factory: pytest.TempPathFactory) -> tuple[StrictPKI, Path, Path]:
-    pki = strict_pki(tmp_path_factory.mktemp("sslyze-pki"))
-    crt, key = pki.leaf("localhost", "localhost", "127.0.0.1")  # ECDSA P-256, 90 days
-    return pki, crt, key
+def spki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """What a user gets from scripts/gen_certs.py: the CA, and the server's chain and key (ECDSA, 90 days)."""
+    files = gen_certs(tmp_path_factory.mktemp("sslyze-pki"))
+    return files["ca.pem"], files["server.crt"], files["server.key"]
 
 
 def test_pinned_mozilla_guidelines_version() -> None:
@@ -97,11 +99,11 @@ def _scan(port: int, ca: Path) -> ServerScanResult:
     return result
 
 
-async def scan_serve(spki: tuple[StrictPKI, Path, Path], *args: str) -> ServerScanResult:
-    pki, crt, key = spki
+async def scan_serve(spki: tuple[Path, Path, Path], *args: str) -> ServerScanResult:
+    ca, crt, key = spki
     async with serve("--cert", str(crt), "--key", str(key), *args, log_level="warning") as (_proc, port):
         with trio.fail_after(120):
-            result = await trio.to_thread.run_sync(_scan, port, pki.ca_pem)
+            result = await trio.to_thread.run_sync(_scan, port, ca)
     assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
     assert result.scan_result is not None
     for cmd in SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER | {ScanCommand.SESSION_RESUMPTION}:
@@ -139,7 +141,7 @@ def assert_mozilla(result: ServerScanResult, which: str) -> None:
     check_server_against_tls_configuration(result, config)  # raises with the list of issues
 
 
-async def test_intermediate_passes_mozilla_intermediate(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_intermediate_passes_mozilla_intermediate(spki: tuple[Path, Path, Path]) -> None:
     result = await scan_serve(spki, "--profile", "intermediate")
     sr = result.scan_result
     assert_hardened(sr)
@@ -151,7 +153,7 @@ async def test_intermediate_passes_mozilla_intermediate(spki: tuple[StrictPKI, P
     assert resumption.tls_ticket_resumption_result == TlsResumptionSupportEnum.FULLY_SUPPORTED
 
 
-async def test_modern_passes_mozilla_modern(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_modern_passes_mozilla_modern(spki: tuple[Path, Path, Path]) -> None:
     result = await scan_serve(spki, "--profile", "modern")
     sr = result.scan_result
     assert_hardened(sr)
@@ -164,7 +166,7 @@ async def test_modern_passes_mozilla_modern(spki: tuple[StrictPKI, Path, Path]) 
     assert sr.session_resumption.result.tls_ticket_resumption_result == TlsResumptionSupportEnum.SERVER_IS_TLS_1_3_ONLY
 
 
-async def test_chapter_profile(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_chapter_profile(spki: tuple[Path, Path, Path]) -> None:
     """The chapter's two TLS 1.3 suites, as an outside scanner sees them: the OPENSSL_CONF route works."""
     result = await scan_serve(spki, "--profile", "chapter")
     sr = result.scan_result
@@ -175,7 +177,7 @@ async def test_chapter_profile(spki: tuple[StrictPKI, Path, Path]) -> None:
     assert sr.session_resumption.result.tls_ticket_resumption_result == TlsResumptionSupportEnum.FULLY_SUPPORTED
 
 
-async def test_baseline_profile_and_overrides(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_baseline_profile_and_overrides(spki: tuple[Path, Path, Path]) -> None:
     result = await scan_serve(spki, "--profile", "baseline", "--groups", "X25519,P-256")
     sr = result.scan_result
     assert_hardened(sr)
@@ -183,9 +185,19 @@ async def test_baseline_profile_and_overrides(spki: tuple[StrictPKI, Path, Path]
     assert {c.name for c in sr.elliptic_curves.result.supported_curves} == {"X25519", "secp256r1"}
 
 
-async def test_no_tickets_means_no_resumption(spki: tuple[StrictPKI, Path, Path]) -> None:
+async def test_no_tickets_means_no_resumption(spki: tuple[Path, Path, Path]) -> None:
     result = await scan_serve(spki, "--profile", "intermediate", "--no-tickets")
     r = result.scan_result.session_resumption.result
     assert r.tls_ticket_resumption_result == TlsResumptionSupportEnum.NOT_SUPPORTED
     assert r.session_id_resumption_result == TlsResumptionSupportEnum.NOT_SUPPORTED
     assert r.session_id_successful_resumptions_count == 0
+
+
+async def test_intermediate_with_an_rsa_certificate(tmp_path: Path) -> None:
+    """gen_certs.py --key-type rsa: RSA-2048 passes intermediate too, with the ECDHE-RSA half of the list."""
+    files = gen_certs(tmp_path / "rsa", "--key-type", "rsa")
+    result = await scan_serve((files["ca.pem"], files["server.crt"], files["server.key"]), "--profile", "intermediate")
+    sr = result.scan_result
+    assert_hardened(sr)
+    assert_mozilla(result, "intermediate")
+    assert accepted(sr, "tls_1_2_cipher_suites") == {s.replace("_ECDSA_", "_RSA_") for s in ECDSA_AEAD_TLS12}
