@@ -123,8 +123,13 @@ def add_server_tls_flags(sp: argparse.ArgumentParser) -> None:
     """The server's certificates, client authentication, ALPN strictness and tickets."""
     g = sp.add_argument_group("server identity, client certificates (mTLS), resumption")
     g.add_argument("--cert", action="append", type=Path, metavar="PEM",
-                    help="certificate chain (leaf first), optionally with its key (server.pem from gen_certs.py)")
-    g.add_argument("--key", type=Path, metavar="PEM", help="private key, if not inside --cert")
+                    help="certificate chain (leaf first), optionally with its key (server.pem from gen_certs.py); "
+                         "repeat for several certificates: the first is the default, each other one is chosen "
+                         "when the client's SNI matches one of its DNS names (wildcards too)")
+    g.add_argument("--key", type=Path, metavar="PEM", help="private key of the first --cert, if not inside it")
+    g.add_argument("--sni", action="append", type=_sni_spec, metavar="NAME=PEM", default=[],
+                    help="serve PEM (key and chain in one file) to clients asking for NAME "
+                         "(comma-separated names, *.example.com wildcards); repeatable")
     g.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted key")
     g.add_argument("--client-auth", choices=["none", "optional", "required"], default="none",
                     help="ask clients for a certificate (mTLS)")
@@ -148,6 +153,14 @@ def add_client_tls_flags(pp: argparse.ArgumentParser) -> None:
     g.add_argument("--cert", type=Path, metavar="PEM", help="client certificate (and key) for mTLS")
     g.add_argument("--key", type=Path, metavar="PEM", help="client key, if not inside --cert")
     g.add_argument("--key-password-file", type=Path, metavar="FILE", help="password of an encrypted client key")
+
+
+def _sni_spec(text: str) -> tuple[tuple[str, ...], Path]:
+    names, sep, pem = text.partition("=")
+    names_t = tuple(n.strip() for n in names.split(",") if n.strip())
+    if not sep or not names_t or not pem:
+        raise argparse.ArgumentTypeError(f"bad --sni {text!r}: write NAME=PEM, e.g. api.example.com=api.pem")
+    return names_t, Path(pem)
 
 
 # -- policy from flags --------------------------------------------------------------------------
@@ -177,9 +190,10 @@ def policy_from_args(args: argparse.Namespace, role: str) -> Any:
         over["key_password_file"] = args.key_password_file
     if role == "server":
         certs = list(args.cert or [])
-        if certs:
-            specs = [CertSpec(certs[0], args.key)]
-            specs += [CertSpec(c) for c in certs[1:]]
+        specs = [CertSpec(certs[0], args.key)] if certs else []
+        specs += [CertSpec(c) for c in certs[1:]]
+        specs += [CertSpec(pem, names=names) for names, pem in getattr(args, "sni", [])]
+        if specs:
             over["certs"] = tuple(specs)
         over["client_auth"] = args.client_auth
         if args.client_ca is not None:

@@ -76,7 +76,6 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from . import _opensslconf
     from .errors import ConfigError
-    from .policy import key_is_exposed
     from .server import EchoServer, ServerLimits
 
     log = logging.getLogger("trioecho.cli")
@@ -90,19 +89,13 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.plaintext:
             server = EchoServer(limits=limits, plaintext=True)
         else:
-            if not args.cert:
+            if not args.cert and not args.sni:
                 raise ConfigError("serve needs --cert PEM (create one with: python scripts/gen_certs.py --out certs), "
                                   "or --plaintext for bare TCP")
             policy = policy_from_args(args, "server")
             _opensslconf.reexec_if_needed([policy], argv)
+            # Building the context logs the key-mode and --keylog warnings (trioecho.policy).
             server = EchoServer(policy=policy, limits=limits)
-            for spec in policy.certs:
-                keyfile = spec.key or spec.cert
-                if key_is_exposed(keyfile):
-                    log.warning("private key %s is readable by group or others: chmod 600 %s", keyfile, keyfile)
-            if policy.keylog is not None:
-                log.warning("--keylog %s: TLS secrets are being written; anyone with the file can decrypt traffic",
-                            policy.keylog)
         metrics_addr = None
         if args.metrics is not None:
             from .metrics import make_registry

@@ -216,6 +216,7 @@ class EchoConnection:
         self._timeout = timeout
         self._sessions = sessions
         self._max_frame = max_frame
+        self._echoed = False
 
     async def echo(self, payload: bytes) -> float:
         """Send one frame, wait for its echo, check it.  Returns the round-trip time.
@@ -235,11 +236,14 @@ class EchoConnection:
                     nursery.start_soon(self.stream.send_all, frame)
                     got = await self._receive_frame()
             except BaseExceptionGroup as group:
-                raise _unwrap_group(group) from None
-            except ConnectionFailed:
-                raise
+                raise self._no_alpn(_unwrap_group(group)) from None
+            except ConnectionFailed as exc:
+                mapped = self._no_alpn(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise _failure(exc, "echo") from exc
+                raise self._no_alpn(_failure(exc, "echo")) from exc
         if cs.cancelled_caught:
             raise ConnectionFailed("timeout", f"no echo within {self._timeout:g}s", ERROR_KINDS["timeout"].fix)
         rtt = time.perf_counter() - t0
@@ -250,9 +254,24 @@ class EchoConnection:
                 + ("" if len(got) != len(payload) else f", first difference at byte {_first_diff(payload, got)}"),
                 ERROR_KINDS["echo_mismatch"].fix,
             )
+        self._echoed = True
         if self._sessions is not None and isinstance(self.stream, trio.SSLStream):
             self._sessions.offer(self.stream)
         return rtt
+
+    def _no_alpn(self, exc: BaseException) -> BaseException:
+        """A close or reset before the first echo, after a handshake that agreed on no ALPN
+        protocol, is a strict-ALPN server refusing us (a reset when our frame was still
+        unread in its socket buffer)."""
+        if (isinstance(exc, ConnectionFailed) and exc.kind in ("closed_early", "reset", "truncated")
+                and self.tls is not None and self.tls.alpn is None and not self._echoed):
+            offered = ",".join(self.tls.alpn_offered) or "nothing"
+            return ConnectionFailed(
+                "alpn_mismatch",
+                f"server dropped the connection before echoing, after a handshake that agreed on no "
+                f"ALPN protocol (we offered {offered}): most likely it requires one (strict ALPN)",
+                ERROR_KINDS["alpn_mismatch"].fix)
+        return exc
 
     async def _receive_frame(self) -> bytes:
         dec = self._decoder
@@ -296,10 +315,14 @@ def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     for e in excs:
         if isinstance(e, ConnectionFailed):
             return e
-    for e in excs:
-        if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
-            return _failure(e, "echo")
-    return excs[0]
+    failures = [_failure(e, "echo") for e in excs
+                if isinstance(e, (trio.BrokenResourceError, trio.ClosedResourceError, OSError))]
+    # The send side often sees only "reset" while the receive side read the TLS alert
+    # that says why (e.g. our client certificate was rejected): prefer the specific one.
+    for f in failures:
+        if f.kind not in ("reset", "truncated"):
+            return f
+    return failures[0] if failures else excs[0]
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -401,6 +424,12 @@ async def open_echo_connection(
             if failure.kind == "hostname_mismatch":
                 names = await _peer_names(host, port, policy, name, timeout)
                 failure = _explain(failure, name, names)
+            if failure.kind == "handshake_failure" and policy.client_cert is None:
+                # A TLS 1.2 server that requires a client certificate says only
+                # "handshake_failure" (RFC 5246); TLS 1.3 says certificate_required.
+                failure = ConnectionFailed(failure.kind, failure.detail,
+                                           f"{failure.hint}; if the server requires a client certificate "
+                                           "(mTLS), pass --cert client.pem")
             raise failure from exc
     if cs.cancelled_caught:
         if stream is not None:

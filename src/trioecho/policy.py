@@ -23,6 +23,7 @@ restriction *is* in force (see :mod:`trioecho._opensslconf`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import ssl
 import stat
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+
+log = logging.getLogger("trioecho.policy")
 
 __all__ = [
     "ALPN_CLIENT_DEFAULT",
@@ -68,6 +71,14 @@ DEFAULT_TLS13_SUITES: tuple[str, ...] = (
 )
 #: The chapter's TLS 1.3 suites (section 14.3.2).
 CHAPTER_TLS13_SUITES: tuple[str, ...] = ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256")
+#: Every TLS 1.3 suite OpenSSL 3 implements (RFC 8446 appendix B.4); anything else is a typo.
+KNOWN_TLS13_SUITES: tuple[str, ...] = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
 #: Mozilla 5.7 intermediate/modern groups.
 MOZILLA_GROUPS: tuple[str, ...] = ("X25519", "P-256", "P-384")
 
@@ -168,6 +179,10 @@ class Policy:
     alpn: tuple[str, ...] | None = None
     #: Server: close connections whose client offered no protocol we accept.
     alpn_strict: bool = False
+    #: Server picks the suite by its own order (Python's default).  Mozilla's
+    #: profiles say no: every allowed suite is strong, and clients without AES
+    #: hardware know to put ChaCha20 first.
+    server_cipher_preference: bool = True
     # -- server identity and client authentication ----------------------------------
     certs: tuple[CertSpec, ...] = ()
     key_password_file: Path | None = None
@@ -204,9 +219,25 @@ class Policy:
                     raise ConfigError(f"ALPN protocol {proto!r} must be 1-255 bytes long")
             object.__setattr__(self, "alpn", alpn)
         if self.groups is not None:
-            object.__setattr__(self, "groups", tuple(normalize_group(g) for g in self.groups))
+            groups = tuple(dict.fromkeys(normalize_group(g) for g in parse_list(self.groups)))
+            if not groups:
+                raise ConfigError("--groups is empty: name at least one group (e.g. X25519) or drop the flag")
+            object.__setattr__(self, "groups", groups)
         if self.ciphersuites is not None:
-            object.__setattr__(self, "ciphersuites", parse_list(self.ciphersuites))
+            suites = tuple(dict.fromkeys(parse_list(self.ciphersuites)))
+            if not suites:
+                raise ConfigError(
+                    "--ciphersuites is empty: name at least one TLS 1.3 suite, "
+                    "or turn TLS 1.3 off with --max-version 1.2"
+                )
+            for suite in suites:
+                if suite not in KNOWN_TLS13_SUITES:
+                    raise ConfigError(
+                        f"unknown TLS 1.3 suite {suite!r}: use {', '.join(KNOWN_TLS13_SUITES[:3])} "
+                        "(TLS 1.2 ciphers go in --ciphers)"
+                    )
+            object.__setattr__(self, "ciphersuites", suites)
+        object.__setattr__(self, "certs", tuple(self.certs))
         if self.client_auth not in ("none", "optional", "required"):
             raise ConfigError(
                 f"--client-auth must be none, optional or required, not {self.client_auth!r}"
@@ -263,52 +294,72 @@ class Policy:
 
     # -- building contexts ------------------------------------------------------------------
 
-    def _base(self, purpose: int) -> ssl.SSLContext:
+    def _base(self, purpose: int, *, check: bool = True) -> ssl.SSLContext:
         ctx = ssl.SSLContext(purpose)
         ctx.minimum_version = _VERSIONS[self.min_version]
         ctx.maximum_version = _VERSIONS[self.max_version]
         # Compression (CRIME) and renegotiation are off; truncation stays
         # detectable: Python 3.11.0-3.11.2 set OP_IGNORE_UNEXPECTED_EOF by
-        # default (https://github.com/python/cpython/issues/95494).
+        # default (https://github.com/python/cpython/issues/95494).  0-RTT needs
+        # no switch: stdlib ssl never calls SSL_CTX_set_max_early_data, so
+        # OpenSSL's default of 0 holds and tickets never allow early data.
         ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
         ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         if self.ciphers:
             ctx.set_ciphers(self.ciphers)
+        if purpose == ssl.PROTOCOL_TLS_SERVER and not self.server_cipher_preference:
+            ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
         self._apply_tls13(ctx)
+        if check:
+            from . import _opensslconf
+
+            role = "server" if purpose == ssl.PROTOCOL_TLS_SERVER else "client"
+            _opensslconf.check_enforced(self, ctx, role)
         if self.keylog is not None:
+            _warn_once(("keylog", str(self.keylog)),
+                       "--keylog %s: TLS secrets are written to this file; anyone who has it can decrypt "
+                       "the captured traffic (debugging only)", self.keylog)
             ctx.keylog_filename = str(self.keylog)
         return ctx
 
     def _apply_tls13(self, ctx: ssl.SSLContext) -> None:
-        from . import _opensslconf
-
+        """TLS 1.3 suites and groups, with the API where this Python has one (3.15+)."""
         if self.ciphersuites is not None:
             setter = getattr(ctx, "set_ciphersuites", None)
-            if setter is not None:  # Python >= 3.15
+            if setter is not None:  # Python >= 3.15 (python/cpython#137197)
                 setter(":".join(self.ciphersuites))
         if self.groups is not None:
             set_groups = getattr(ctx, "set_groups", None)
-            if set_groups is not None:  # Python >= 3.15
+            if set_groups is not None:  # Python >= 3.15 (python/cpython#136306)
                 set_groups(":".join(self.groups))
             elif len(self.groups) == 1:
-                # One group: set_ecdh_curve also restricts TLS 1.3 key shares.
+                # One group: on OpenSSL 3 set_ecdh_curve is SSL_CTX_set1_groups
+                # with one entry, so it restricts TLS 1.3 key shares as well.
                 ctx.set_ecdh_curve(_GROUP_CURVE_NAME[self.groups[0]])
-        _opensslconf.check_enforced(self, ctx)
 
     def server_context(self) -> ssl.SSLContext:
-        """Build a fresh server context: certificates, ALPN, tickets, client auth.
+        """Build a fresh server context: certificates, ALPN, tickets, client auth, SNI.
 
         Raises:
-            ConfigError: no certificate, unreadable or mismatched files, bad settings.
+            ConfigError: no certificate, unreadable or mismatched files, a setting
+                this process cannot enforce.
         """
         if not self.certs:
             raise ConfigError("the server needs a certificate: pass --cert server.pem")
         ctx = self._base(ssl.PROTOCOL_TLS_SERVER)
-        _load_chain(ctx, self.certs[0], self.key_password_file)
+        self._server_identity(ctx, self.certs[0])
+        if len(self.certs) > 1 or self.certs[0].names:
+            _install_sni(ctx, self)
+        return ctx
+
+    def _server_identity(self, ctx: ssl.SSLContext, spec: CertSpec) -> None:
+        _load_chain(ctx, spec, self.key_password_file)
         ctx.set_alpn_protocols(list(self.server_alpn()))
         ctx.num_tickets = self.num_tickets
         if self.num_tickets == 0:
-            # No tickets and no stateful cache either: resumption is off.
+            # No TLS 1.3 tickets, and no TLS 1.2 tickets either.  OpenSSL 3 does
+            # not resume TLS 1.2 by session ID for Python's server contexts (sslyze
+            # sees none; tests/test_sslyze.py), so resumption is off.
             ctx.options |= ssl.OP_NO_TICKET
         if self.client_auth != "none":
             assert self.client_ca is not None
@@ -316,15 +367,13 @@ class Policy:
             ctx.verify_mode = (
                 ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
             )
-        if len(self.certs) > 1:
-            _install_sni(ctx, self)
-        return ctx
 
     def client_context(self) -> ssl.SSLContext:
         """Build a fresh client context: trust anchors, hostname check, ALPN, client cert.
 
         Raises:
-            ConfigError: unreadable CA or client certificate files.
+            ConfigError: unreadable CA or client certificate files, a setting this
+                process cannot enforce.
         """
         ctx = self._base(ssl.PROTOCOL_TLS_CLIENT)
         if self.insecure:
@@ -339,6 +388,20 @@ class Policy:
             ctx.set_alpn_protocols(list(alpn))
         if self.client_cert is not None:
             _load_chain(ctx, self.client_cert, self.key_password_file)
+        return ctx
+
+    def probe_context(self, role: str) -> ssl.SSLContext:
+        """A context with this policy's protocol settings only (versions, ciphers, groups).
+
+        No certificates, no verification, no checks, no key log: for the
+        enforcement probes in :mod:`trioecho._opensslconf`, which pair it with a
+        throwaway peer in memory.
+        """
+        clean = dataclasses.replace(self, keylog=None)
+        ctx = clean._base(ssl.PROTOCOL_TLS_SERVER if role == "server" else ssl.PROTOCOL_TLS_CLIENT, check=False)
+        if role == "client":
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
 
@@ -365,6 +428,16 @@ def key_is_exposed(path: Path) -> bool:
     return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
+#: Warnings already logged in this process (a policy builds several contexts).
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(key: tuple[str, str], msg: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(msg, *args)
+
+
 def _read_password(path: Path | None) -> bytes | None:
     if path is None:
         return None
@@ -377,6 +450,9 @@ def _load_chain(ctx: ssl.SSLContext, spec: CertSpec, password_file: Path | None)
     key = _readable(spec.key, "key") if spec.key is not None else None
     key_file = key or cert
     key_pem = key_file.read_bytes()
+    if key_is_exposed(key_file) and b"PRIVATE KEY" in key_pem:
+        _warn_once(("key-mode", str(key_file)),
+                   "private key %s is readable by group or others: chmod 600 %s", key_file, key_file)
     if b"PRIVATE KEY" not in key_pem:
         if key is None:
             raise ConfigError(
@@ -418,18 +494,70 @@ def _load_verify(ctx: ssl.SSLContext, path: Path, flag: str) -> None:
         ) from exc
 
 
+def cert_names(path: Path) -> tuple[str, ...]:
+    """The DNS names (subjectAltName, else commonName) of the first certificate in a PEM file.
+
+    Raises:
+        ConfigError: the file holds no readable certificate.
+    """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    data = _readable(path, "certificate").read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise ConfigError(f"certificate {path} holds no PEM certificate: pass the certificate chain") from exc
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    if not names:
+        names = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return names
+
+
+def sni_matches(pattern: str, name: str) -> bool:
+    """RFC 6125 matching: exact, or a leading ``*.`` standing for exactly one label."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
 def _install_sni(ctx: ssl.SSLContext, policy: Policy) -> None:
-    """Serve several certificates, chosen by the SNI name the client sends."""
-    by_name: dict[str, ssl.SSLContext] = {}
-    for spec in policy.certs[1:]:
-        sub = policy.replace(certs=(CertSpec(spec.cert, spec.key),))
-        sub_ctx = sub.server_context()
-        for name in spec.names:
-            by_name[name.lower()] = sub_ctx
+    """Serve several certificates, chosen by the SNI name the client sends.
+
+    Each extra certificate gets its own context built from the same policy
+    (same versions, ciphers, client auth, tickets).  Switching contexts in the
+    callback keeps the *first* context's session cache and ticket keys
+    (OpenSSL's ``session_ctx``), so resumption works across certificates.  A
+    name that matches nothing gets the first (default) certificate.
+    """
+    table: list[tuple[str, ssl.SSLContext | None]] = []
+    for i, spec in enumerate(policy.certs):
+        sub_ctx: ssl.SSLContext | None = None
+        if i > 0:
+            sub_ctx = policy._base(ssl.PROTOCOL_TLS_SERVER, check=False)
+            policy._server_identity(sub_ctx, spec)
+        names = spec.names or (cert_names(spec.cert) if i > 0 else ())
+        if i > 0 and not names:
+            raise ConfigError(
+                f"certificate {spec.cert} names no host (no DNS subjectAltName or commonName), so no SNI "
+                "name can select it: use --sni NAME=PEM"
+            )
+        table += [(n, sub_ctx) for n in names]
 
     def pick(sslobj: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
-        if name is not None and name.lower() in by_name:
-            sslobj.context = by_name[name.lower()]
+        if name is None:
+            return
+        for pattern, chosen in table:
+            if sni_matches(pattern, name):
+                if chosen is not None:
+                    sslobj.context = chosen
+                return
 
     ctx.sni_callback = pick
 
@@ -437,17 +565,23 @@ def _install_sni(ctx: ssl.SSLContext, policy: Policy) -> None:
 def effective_settings(ctx: ssl.SSLContext) -> dict[str, Any]:
     """Read back what a built context enforces (not what was asked for)."""
     ciphers = ctx.get_ciphers()
+    tls12_on = ctx.minimum_version <= ssl.TLSVersion.TLSv1_2
+    tls13_on = ctx.maximum_version >= ssl.TLSVersion.TLSv1_3
+    server = ctx.protocol == ssl.PROTOCOL_TLS_SERVER
     return {
         "minimum_version": ctx.minimum_version.name,
         "maximum_version": ctx.maximum_version.name,
-        "tls13_suites": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"],
-        "tls12_ciphers": [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"],
+        "tls13_suites": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"] if tls13_on else [],
+        "tls12_ciphers": [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"] if tls12_on else [],
         "compression": not bool(ctx.options & ssl.OP_NO_COMPRESSION),
         "renegotiation": not bool(ctx.options & ssl.OP_NO_RENEGOTIATION),
         "ignore_unexpected_eof": bool(ctx.options & ssl.OP_IGNORE_UNEXPECTED_EOF),
         "verify_mode": ctx.verify_mode.name,
         "check_hostname": ctx.check_hostname,
-        "num_tickets": ctx.num_tickets if ctx.protocol == ssl.PROTOCOL_TLS_SERVER else None,
+        "num_tickets": ctx.num_tickets if server else None,
+        "tickets": (not bool(ctx.options & ssl.OP_NO_TICKET)) if server else None,
+        "server_cipher_preference": bool(ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE) if server else None,
+        "keylog": ctx.keylog_filename,
     }
 
 
@@ -456,6 +590,7 @@ def _iter_profiles() -> Iterable[Policy]:
     yield Policy(
         profile="intermediate",
         ciphers=INTERMEDIATE_CIPHERS,
+        server_cipher_preference=False,
         ciphersuites=DEFAULT_TLS13_SUITES,
         groups=MOZILLA_GROUPS,
     )
@@ -463,6 +598,7 @@ def _iter_profiles() -> Iterable[Policy]:
         profile="modern",
         min_version="1.3",
         ciphers=INTERMEDIATE_CIPHERS,
+        server_cipher_preference=False,
         ciphersuites=DEFAULT_TLS13_SUITES,
         groups=MOZILLA_GROUPS,
     )

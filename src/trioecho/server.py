@@ -54,7 +54,7 @@ from typing import Any
 import trio
 
 from ._classify import classify, is_ragged_eof
-from ._compat import flush_alert
+from ._compat import flush_alert, send_tickets_now
 from .errors import ConfigError, FrameTooLargeError
 from .framing import MAX_FRAME, FrameScanner
 from .policy import Policy
@@ -495,6 +495,8 @@ class EchoServer:
             except trio.BrokenResourceError:
                 await flush_alert(s)
                 raise
+            if isinstance(s.transport_stream, trio.SocketStream):
+                await send_tickets_now(s)  # so clients that hang up at once can resume
         if cs.cancelled_caught:
             raise trio.TooSlowError
         info.version = s.version()
