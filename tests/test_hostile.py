@@ -194,7 +194,7 @@ async def _send_and_close(ctx: Ctx) -> None:
     await ctx.wait_end()
 
 
-#: name -> (attack, expected outcome, expected close kind(s), "|"-separated)
+#: name -> (attack, expected outcome(s), expected close kind(s)), alternatives "|"-separated
 CASES: dict[str, tuple[Callable[[Ctx], Awaitable[None]], str, str]] = {
     "plaintext HTTP request": (_sends(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", alert=False),
                                "plaintext_peer", "handshake_failed"),
@@ -219,9 +219,12 @@ CASES: dict[str, tuple[Callable[[Ctx], Awaitable[None]], str, str]] = {
     "one byte every 0.25 s": (_dribble, "handshake_timeout", "handshake_failed"),
     "handshake, then silent": (_handshake_then_silent, "idle_timeout", "timeout"),
     "length prefix 0xFFFFFFFF": (_length_ffffffff, "frame_too_large", "protocol_error"),
-    "length prefix, then close_notify": (_length_then_eof, "truncated", "close_notify"),
+    # The server sends its TLS 1.3 tickets right after the handshake; a client that
+    # closes without reading them makes its kernel answer with RST, so the server
+    # sees either the EOF (truncated) or the reset first: both mean "left mid-frame".
+    "length prefix, then close_notify": (_length_then_eof, "truncated|reset", "close_notify|reset"),
     "half a frame, then TCP reset": (_half_frame_then_reset, "reset", "reset"),
-    "EOF without close_notify mid-frame": (_eof_mid_frame, "truncated", "no_close_notify"),
+    "EOF without close_notify mid-frame": (_eof_mid_frame, "truncated|reset", "no_close_notify|reset"),
     "half a frame, then silent": (_frame_stall, "frame_timeout", "timeout"),
     # FIN or RST first is the kernel's choice; either way the client left between frames
     "send and close at once": (_send_and_close, "client_gone", "no_close_notify|reset"),
@@ -236,11 +239,11 @@ async def _run_case(name: str, srv: Any, pki: TestPKI, logs: LogWatch) -> None:
         await attack(ctx)
         await srv.wait_ended(before + 1)
     info = srv.ended[before]
-    assert info.outcome == outcome and info.close in close.split("|"), f"{name}: {info}"
+    assert info.outcome in outcome.split("|") and info.close in close.split("|"), f"{name}: {info}"
     assert info.outcome in ERROR_KINDS or info.outcome in _NORMAL
     lines = logs.connection_ends()[lines_before:]
     assert len(lines) == 1, f"{name}: expected one log line, got {[r.getMessage() for r in lines]}"
-    assert f"outcome={outcome}" in lines[0].getMessage() and lines[0].exc_info is None
+    assert f"outcome={info.outcome}" in lines[0].getMessage() and lines[0].exc_info is None
     assert not logs.tracebacks(), [r.getMessage() for r in logs.tracebacks()]
     await ping_ok(pki, srv.port)  # the server still echoes for a well-behaved client
     await srv.wait_ended(before + 2)
