@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager

@@ -195,6 +195,10 @@ def classify(exc: BaseException, *, phase: str = "echo", side: str = "client") -
         kind: str | None = _REASONS.get(reason)
         if side == "server" and reason in _ALERTS_ABOUT_OUR_CERT:
             kind = "cert_rejected_by_peer"
+        elif side == "client" and reason in _ALERTS_ABOUT_OUR_CERT:
+            # A client receives these alerts only about the certificate it sent (its own
+            # verification failures raise SSLCertVerificationError instead).
+            kind = "client_cert_rejected"
         if reason == "CERTIFICATE_VERIFY_FAILED":
             kind = "unknown_ca" if side == "server" else "cert_invalid"
         if kind == "truncated" and phase == "handshake":

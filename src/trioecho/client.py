@@ -339,6 +339,11 @@ class SessionCache:
             self.session = sess
 
 
+#: First byte of a TLS record (alert, handshake, application data): a plaintext client reading one
+#: talks to a TLS server.
+_TLS_RECORD_TYPES = (0x15, 0x16, 0x17)
+
+
 class EchoConnection:
     """An open connection to an echo server.  Use as an async context manager or ``aclose()``.
 
@@ -366,6 +371,25 @@ class EchoConnection:
         Raises:
             ConnectionFailed: timeout, connection lost, server rejected us, or the echo differs.
         """
+        try:
+            return await self._echo(payload)
+        except ConnectionFailed as exc:
+            raise self._explain_early_close(exc) from exc
+
+    def _explain_early_close(self, exc: ConnectionFailed) -> ConnectionFailed:
+        """A server that drops us before echoing, with no ALPN agreed: most likely strict ALPN."""
+        tls = self.tls
+        if (exc.kind == "closed_early" and tls is not None
+                and tls.alpn is None and tls.alpn_offered):
+            return ConnectionFailed(
+                "alpn_mismatch",
+                f"{exc.detail}; no ALPN protocol was agreed (we offered {', '.join(tls.alpn_offered)}), "
+                "so the server most likely refuses clients without a protocol it speaks",
+                ERROR_KINDS["alpn_mismatch"].fix,
+            )
+        return exc
+
+    async def _echo(self, payload: bytes) -> float:
         frame = encode_frame(payload, max_frame=self._max_frame)
         t0 = trio.current_time()
         with trio.move_on_after(self._timeout) as cs:
@@ -403,6 +427,12 @@ class EchoConnection:
             try:
                 frame = dec.next_frame()
             except FrameTooLargeError as exc:
+                header = exc.declared.to_bytes(4, "big")
+                if not isinstance(self.stream, trio.SSLStream) and header[0] in _TLS_RECORD_TYPES and header[1] == 3:
+                    raise ConnectionFailed(
+                        "plaintext_peer", f"the server answered with a TLS record (bytes {header.hex()}), not an echo",
+                        "the server speaks TLS: drop --plaintext (and pass --cafile if it uses a private CA)",
+                    ) from exc
                 raise ConnectionFailed("frame_too_large", f"server sent {exc}", ERROR_KINDS["frame_too_large"].fix) from exc
             if frame is not None:
                 return frame
@@ -485,6 +515,7 @@ async def open_echo_connection(
     ssl_context: ssl.SSLContext | None = None,
     max_frame: int = MAX_FRAME,
     open_stream: OpenStream | None = None,
+    diagnose_plaintext: bool = True,
 ) -> EchoConnection:
     """Connect, handshake and verify, under one deadline.
 
@@ -502,6 +533,8 @@ async def open_echo_connection(
         open_stream: ``await open_stream(host, port)`` opens the transport instead of
             ``trio.open_tcp_stream`` (e.g. through a tunnel, or a latency-injecting
             connector in tests); its duration is reported as the TCP connect time.
+        diagnose_plaintext: when the server drops the handshake without a word, try one
+            plaintext echo on a new connection to tell a plaintext echo server apart.
 
     Returns:
         An open :class:`EchoConnection`.
@@ -553,6 +586,14 @@ async def open_echo_connection(
             if failure.kind == "hostname_mismatch":
                 names = await _peer_names(host, port, policy, name, timeout, open_stream)
                 failure = _explain(failure, name, names)
+            elif failure.kind == "handshake_eof" and diagnose_plaintext:
+                if await _answers_plaintext_echo(host, port, min(timeout, PLAINTEXT_PROBE_TIMEOUT), open_stream):
+                    failure = ConnectionFailed(
+                        "plaintext_peer",
+                        "the server dropped our TLS handshake but echoes plaintext frames: it is a plaintext "
+                        "echo server (serve --plaintext)",
+                        "use --plaintext against it, or start it with --cert to speak TLS",
+                    )
             raise failure from exc
     if cs.cancelled_caught:
         if stream is not None:
@@ -626,6 +667,58 @@ async def _peer_names(host: str, port: int, policy: Policy, name: str, timeout: 
         except (OSError, trio.BrokenResourceError):
             return []
     return []
+
+
+#: How long the plaintext-echo diagnosis may take.
+PLAINTEXT_PROBE_TIMEOUT = 2.0
+
+
+async def _answers_plaintext_echo(host: str, port: int, timeout: float, open_stream: OpenStream | None) -> bool:
+    """Does the server echo a plaintext frame?  (Diagnosis after a handshake it dropped.)"""
+    probe = encode_frame(b"trioecho plaintext probe")
+    with trio.move_on_after(timeout):
+        try:
+            stream = await (open_stream or trio.open_tcp_stream)(host, port)
+        except OSError:
+            return False
+        try:
+            await stream.send_all(probe)
+            got = b""
+            while len(got) < len(probe):
+                chunk = await stream.receive_some(len(probe) - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            return got == probe
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        finally:
+            await trio.aclose_forcefully(stream)
+    return False
+
+
+async def _speaks_tls(host: str, port: int, timeout: float, open_stream: OpenStream | None) -> bool:
+    """Does the server complete a TLS handshake?  (Diagnosis for a --plaintext ping it dropped.)
+
+    Verification is off on purpose: this only asks "is it TLS?", and nothing is sent.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with trio.move_on_after(timeout):
+        try:
+            stream = trio.SSLStream(await (open_stream or trio.open_tcp_stream)(host, port), ctx,
+                                    server_hostname=None if _is_ip(host) else host)
+        except OSError:
+            return False
+        try:
+            await stream.do_handshake()
+            return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        finally:
+            await trio.aclose_forcefully(stream)
+    return False
 
 
 async def resolve_once(host: str, port: int) -> list[str]:
@@ -839,6 +932,7 @@ class Pinger:
                     o.host, o.port, policy=self.policy, servername=o.servername, timeout=o.timeout,
                     plaintext=o.plaintext, sessions=self._sessions, ssl_context=self._ctx,
                     max_frame=o.max_frame, open_stream=self._open_stream,
+                    diagnose_plaintext=not o.handshake_only,
                 )
             except ConnectionFailed as exc:
                 p.error_kind, p.error, p.hint = exc.kind, exc.detail, exc.hint
@@ -865,6 +959,11 @@ class Pinger:
             keep = o.keepalive
         except ConnectionFailed as exc:
             p.error_kind, p.error, p.hint = exc.kind, exc.detail, exc.hint
+            if o.plaintext and exc.kind == "closed_early" and p.fresh:
+                if await _speaks_tls(o.host, o.port, min(o.timeout, PLAINTEXT_PROBE_TIMEOUT), self._open_stream):
+                    p.error_kind = "plaintext_peer"
+                    p.error = "the server closed on our plaintext frame, and completes a TLS handshake: it speaks TLS"
+                    p.hint = "drop --plaintext (and pass --cafile if it uses a private CA)"
         finally:
             if keep:
                 self._conn = conn
