@@ -137,6 +137,19 @@ def _rtts(v: float | None) -> str:
 
 
 def cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run ``trioecho ping``; returns the exit code."""
+    try:
+        return _cmd_ping(args, argv)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: stop quietly (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import trio
 
     from . import _opensslconf
@@ -225,7 +238,7 @@ def _banner(target: str, args: argparse.Namespace, opts: Any) -> str:
 
 def _probe_line(p: Any, opts: Any) -> str:
     tag = " (warmup)" if p.warmup else ""
-    head = f"seq={p.seq} size={_size(p.size)}"
+    head = f"seq={p.seq}" if opts.handshake_only else f"seq={p.seq} size={_size(p.size)}"
     if not p.ok:
         return f"{head} FAILED {p.error_kind}: {p.error}{tag}"
     parts = [head]
