@@ -760,11 +760,13 @@ def stats(values: Sequence[float]) -> dict[str, float | None]:
 #: After a handshake-only probe, how long to wait for TLS 1.3 session tickets
 
 
-#: After a handshake-only probe, the least time to keep reading: TLS 1.3 session tickets
-#: (and a server's rejection of our certificate) arrive only after the handshake.
+#: After a TLS 1.3 handshake-only probe, how long to wait at least for a session ticket (or a
+#: server's rejection of our certificate), unless the ticket comes sooner.
 TICKET_WAIT = 0.1
 #: ...and at least this many TCP-connect round trips, for links slower than loopback.
 TICKET_WAIT_RTTS = 3
+#: How often to look whether a ticket has arrived while reading (it ends the wait early).
+TICKET_POLL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -973,24 +975,46 @@ class Pinger:
 
 
 async def _after_handshake(s: trio.SSLStream[Any], sessions: SessionCache | None, wait: float) -> None:
-    """Read for ``wait`` seconds after a handshake-only probe's handshake.
+    """After a handshake-only probe's handshake, read until the server has accepted us.
 
-    TLS 1.3 session tickets arrive only now, and so does a server's rejection of our
-    client certificate (its alert follows our Finished): a handshake that "succeeded"
-    is reported as failed if the server rejects us in this window.  Data the server
-    volunteers (a banner) is read and ignored; a clean close is fine.
+    TLS 1.3 only: session tickets arrive after the handshake, and so does a server's rejection
+    of our client certificate (its alert answers our Finished, where the tickets would come).
+    So read until a ticket arrived (the server accepted our Finished) or ``wait`` passed; an
+    alert or a drop in that window is a failure, although our handshake "succeeded".  Data the
+    server volunteers (a banner) is read and ignored; a clean close is fine.  TLS 1.2 finishes
+    with the server's Finished: nothing comes after it.
 
     Raises:
         ConnectionFailed: the server sent an alert or dropped the connection.
     """
-    with trio.move_on_after(wait):
-        try:
-            while await s.receive_some():
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _failure(exc, "post-handshake") from exc
+    if s.version() == "TLSv1.3":
+        failure: ConnectionFailed | None = None
+        with trio.move_on_after(wait):
+            async with trio.open_nursery() as nursery:
+
+                async def read() -> None:
+                    nonlocal failure
+                    try:
+                        while await s.receive_some():
+                            pass
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        failure = _failure(exc, "post-handshake")
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(read)
+                # The ticket is processed inside receive_some, which does not return for it: poll.
+                while not _has_ticket(s):
+                    await trio.sleep(TICKET_POLL)
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
     if sessions is not None:
         sessions.offer(s)
+
+
+def _has_ticket(s: trio.SSLStream[Any]) -> bool:
+    sess = s.session
+    return sess is not None and bool(sess.has_ticket)
 
 
 # -- expectations (--expect KEY=VALUE) ----------------------------------------------------------
