@@ -127,6 +127,8 @@ async def test_handshake_only_with_and_without_resumption(peer_pki: PeerPKI, pee
         assert kinds(doc) == [None] * 3
         assert [p["resumed"] for p in doc["probes"]] == [False, True, True]
         assert doc["tls"]["version"] == f"TLSv{version}"
+        assert doc["tls"]["group"] == "X25519"  # both servers' first choice, read from the handshake
+        assert doc["tls"]["client_cert_requested"] is False
         assert all(r["ok"] for r in doc["expectations"])
         assert doc["summary"]["tls_resumed_ms"]["n"] == 2
 
@@ -170,12 +172,12 @@ async def test_expired_certificate(peer_pki: PeerPKI, peer: str, version: str) -
 
 #: What the client sees when the server requires a certificate and gets none.  TLS 1.3: the
 #: rejection comes after our handshake "succeeded", as the certificate_required alert (RFC 8446)
-#: from both servers; TLS 1.2 has no such alert: both send a generic handshake_failure, whose
-#: hint names mTLS first.
+#: from both servers.  TLS 1.2 has no such alert: both send a generic handshake_failure, and ping
+#: tells it apart because it saw the server's CertificateRequest (trioecho._trace).
 MTLS_KINDS = {
-    ("openssl", "1.2"): "handshake_failure",
+    ("openssl", "1.2"): "client_cert_required",
     ("openssl", "1.3"): "client_cert_required",
-    ("gnutls", "1.2"): "handshake_failure",
+    ("gnutls", "1.2"): "client_cert_required",
     ("gnutls", "1.3"): "client_cert_required",
 }
 
@@ -191,3 +193,4 @@ async def test_server_requires_a_client_certificate(peer_pki: PeerPKI, peer: str
         # with a certificate from the CA it trusts, the same server accepts us
         code, doc = await ping(port, peer_pki, "--cert", str(peer_pki.client), count=1)
         assert code == 0, doc["probes"]
+        assert doc["tls"]["client_cert_requested"] is True and doc["tls"]["client_cert_sent"] is True

@@ -101,7 +101,7 @@ def add_parser(sub: Any) -> None:
     pp.add_argument("--max-frame", type=parse_size, default="1M", metavar="BYTES", help="largest echo accepted")
     pp.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
                     help="a check for CI (repeatable): version, cipher, alpn, resumed, verify, sni, key, "
-                         "min_days_left; a failed one is reported and makes the exit code 1")
+                         "min_days_left, group; a failed one is reported and makes the exit code 1")
     out = pp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
                      help=f"print one JSON document (schema {PING_SCHEMA}, see docs/ping.md) instead of text")
@@ -265,7 +265,17 @@ def _print_header(report: Any, args: argparse.Namespace) -> None:
     tls = report.tls
     bits = f" ({tls.cipher_bits}-bit)" if tls.cipher_bits else ""
     print(f"{tls.version} {tls.cipher}{bits}, {'resumed' if tls.resumed else 'full'} handshake")
-    print(f"  group    {tls.group or tls.group_note}")
+    if tls.group:
+        print(f"  group    {tls.group}" + (f" ({tls.group_note})" if args.verbose and tls.group_note else ""))
+    else:
+        print(f"  group    {tls.group_note}")
+    if tls.signature_scheme:
+        print(f"  sigalg   {tls.signature_scheme} (the server's handshake signature)")
+    if tls.client_cert_requested is not None:
+        asked = "asked for" if tls.client_cert_requested else "did not ask for"
+        sent = "" if not tls.client_cert_requested else (
+            "; we sent --cert" if tls.client_cert_sent else "; we sent none")
+        print(f"  mTLS     the server {asked} a client certificate{sent}")
     offered = ", ".join(tls.alpn_offered) or "none"
     print(f"  ALPN     {tls.alpn or 'none negotiated'} (offered {offered})")
     print(f"  SNI      {tls.sni or 'none sent (the target is an IP address)'}")

@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from . import _trace
 from ._classify import classify, is_ragged_eof
 from ._compat import flush_alert
 from .errors import ERROR_KINDS, ConnectionFailed, FrameTooLargeError
@@ -138,6 +139,11 @@ def _is_ip(host: str) -> bool:
 GROUP_UNKNOWN_REASON = (
     "unknown: Python's ssl can report the key-exchange group only from 3.15 on "
     "(python/cpython#136306); this is Python {}.{}"
+)
+#: Where the group came from when the ssl API could not say (see :mod:`trioecho._trace`).
+GROUP_FROM_TRACE = (
+    "read from the server's handshake messages (this Python's ssl API reports no group before 3.15, "
+    "python/cpython#136306)"
 )
 
 
@@ -264,6 +270,11 @@ class TLSInfo:
     cipher_bits: int | None = None
     group: str | None = None
     group_note: str | None = None
+    #: The signature scheme of the server's handshake signature (from the handshake trace).
+    signature_scheme: str | None = None
+    #: Whether the server asked us for a certificate (None: not traced).
+    client_cert_requested: bool | None = None
+    client_cert_sent: bool = False
     alpn: str | None = None
     alpn_offered: list[str] = field(default_factory=list)
     sni: str | None = None
@@ -546,7 +557,11 @@ async def open_echo_connection(
     policy = policy or Policy()
     ctx: ssl.SSLContext | None = None
     if not plaintext:
-        ctx = ssl_context or policy.client_context()
+        if ssl_context is None:
+            ctx = policy.client_context()
+            _trace.install(ctx)  # our own context: see what the server's handshake says
+        else:
+            ctx = ssl_context
     name = servername or host
     tcp_time = 0.0
     stream: trio.abc.Stream | None = None
@@ -583,6 +598,15 @@ async def open_echo_connection(
             if stream is not None:
                 await trio.aclose_forcefully(stream)
             failure = _failure(exc, phase)
+            trace = _trace.trace_of(getattr(stream, "_ssl_object", None))
+            if (failure.kind in ("handshake_failure", "handshake_eof") and trace is not None
+                    and trace.cert_requested and policy.client_cert is None):
+                failure = ConnectionFailed(
+                    "client_cert_required",
+                    f"the server asked for a client certificate (CertificateRequest), we had none, and it "
+                    f"aborted the handshake ({failure.detail})",
+                    ERROR_KINDS["client_cert_required"].fix,
+                )
             if failure.kind == "hostname_mismatch":
                 names = await _peer_names(host, port, policy, name, timeout, open_stream)
                 failure = _explain(failure, name, names)
@@ -621,9 +645,18 @@ def _tls_info(s: trio.SSLStream[Any], policy: Policy, name: str, *, verified: bo
             log.debug("cannot parse the peer certificate: %s", exc)
             peer = PeerCert(subject=None, issuer=None, san=[])
     # trio forwards a fixed list of SSLObject attributes, and group() (3.15+) is newer than it.
-    group = _group_of(getattr(s, "_ssl_object", s))
-    note = None if group else GROUP_UNKNOWN_REASON.format(*sys.version_info[:2])
+    obj = getattr(s, "_ssl_object", s)
+    trace = _trace.trace_of(obj)
+    group = _group_of(obj)
+    note = None
+    if group is None and trace is not None and trace.group is not None:
+        group, note = trace.group, GROUP_FROM_TRACE
+    elif group is None:
+        note = GROUP_UNKNOWN_REASON.format(*sys.version_info[:2])
     return TLSInfo(
+        signature_scheme=None if trace is None else trace.signature_scheme,
+        client_cert_requested=None if trace is None else trace.cert_requested,
+        client_cert_sent=bool(trace and trace.cert_requested and policy.client_cert is not None),
         version=s.version(),
         cipher=cipher[0] if cipher else None,
         cipher_bits=cipher[2] if cipher else None,
@@ -895,6 +928,8 @@ class Pinger:
         self.options = options
         self.policy = policy or Policy()
         self._ctx = None if options.plaintext else self.policy.client_context()
+        if self._ctx is not None:
+            _trace.install(self._ctx)
         self._sessions = SessionCache() if options.resume else None
         self._open_stream = open_stream
         self._conn: EchoConnection | None = None
@@ -1029,7 +1064,7 @@ EXPECT_KEYS: dict[str, str] = {
     "sni": "the SNI name sent, or none (IP address targets send none)",
     "key": "the server key type: RSA, EC, EC P-256, Ed25519 ...",
     "min_days_left": "the server certificate is valid for at least N more days",
-    "group": "negotiated key-exchange group (Python 3.15+ only)",
+    "group": "negotiated key-exchange group, e.g. X25519 (from the handshake when ssl cannot say)",
 }
 
 
@@ -1071,7 +1106,7 @@ class Expectation:
                 int(value)
             except ValueError:
                 raise ConfigError(f"--expect {text!r}: min_days_left takes a whole number of days") from None
-        if key == "group" and not hasattr(ssl.SSLObject, "group"):
+        if key == "group" and not (hasattr(ssl.SSLObject, "group") or hasattr(ssl.SSLContext, "_msg_callback")):
             raise ConfigError(
                 f"--expect {text!r}: this Python ({sys.version_info[0]}.{sys.version_info[1]}) cannot tell the "
                 "negotiated group (SSLObject.group() arrives in Python 3.15, python/cpython#136306); "
