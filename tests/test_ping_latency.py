@@ -23,7 +23,7 @@ from trioecho.testing import TestPKI
 D = 0.050  # one-way delay: RTT = 100 ms
 
 #: Real seconds of idleness before the mock clock jumps (see the module docstring).
-AUTOJUMP_THRESHOLD = 0.02
+AUTOJUMP_THRESHOLD = 0.05
 
 
 @pytest.fixture
