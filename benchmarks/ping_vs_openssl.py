@@ -118,12 +118,46 @@ def ping(port: int, ca: Path, count: int, resume: bool) -> dict[str, float]:
             "median_ms": statistics.median(tls) * 1000 if tls else float("nan")}
 
 
+def latency_table(delay: float, count: int) -> list[str]:
+    """Real time through a LatencyProxy: handshake cost in RTTs per version, full and resumed."""
+    import functools
+
+    from trioecho import EchoServer
+    from trioecho._proxy import LatencyProxy
+    from trioecho.testing import make_pki
+
+    pki = make_pki()
+    out = [f"handshake cost through a {delay * 1000:.0f} ms-per-direction proxy (real time, {count} probes; "
+           "RTT = TCP connect time):", f"{'version':<8} {'mode':<8} {'tcp ms':>8} {'tls ms':>8} {'RTTs':>6}"]
+
+    async def one(version: str) -> None:
+        server = EchoServer(policy=pki.server_policy(min_version=version, max_version=version))
+        async with trio.open_nursery() as nursery:
+            addrs = await nursery.start(functools.partial(server.serve, host="127.0.0.1", port=0))
+            proxy = LatencyProxy("127.0.0.1", addrs[0][1], delay=delay)
+            host, port = await nursery.start(proxy.serve)
+            opts = PingOptions(host=host, port=port, servername="localhost", count=count, interval=0, timeout=10)
+            report = await Pinger(opts, pki.client_policy(), open_stream=proxy.open_stream).run()
+            nursery.cancel_scope.cancel()
+        s = report.summary()
+        for mode in ("full", "resumed"):
+            tls, rt = s[f"tls_{mode}"], s[f"handshake_rtts_{mode}"]
+            if tls["n"]:
+                out.append(f"TLSv{version:<4} {mode:<8} {s['tcp']['median'] * 1000:>8.1f} "
+                           f"{tls['median'] * 1000:>8.1f} {rt['median']:>6.2f}")
+
+    for v in ("1.2", "1.3"):
+        trio.run(one, v)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=3, help="duration of each s_time run")
     ap.add_argument("--count", type=int, default=300, help="ping probes per mode")
     ap.add_argument("--versions", default="1.2,1.3")
     ap.add_argument("--smoke", action="store_true", help="quick run (1 s, 30 probes) for CI")
+    ap.add_argument("--latency-ms", type=float, default=50, help="one-way delay of the RTT demo (0: skip it)")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.count = 1, 30
@@ -157,6 +191,10 @@ def main() -> None:
         print(f"{ver:<8} {tool:<29} {mode:<6} {r['n']:>6.0f} {r['seconds']:>8.2f} {r['rate']:>8.0f} {share:>9} {med:>10}")
     print()
     print("ping's 'resume' row: every connection after the first resumed (TLS 1.3 tickets are read before the close).")
+    if args.latency_ms > 0:
+        print()
+        print("\n".join(latency_table(args.latency_ms / 1000, 3 if args.smoke else 5)))
+        print("expected (the chapter's formula): TLS 1.2 full ~2 RTT; TLS 1.3 full and both resumed forms ~1 RTT")
 
 
 if __name__ == "__main__":
