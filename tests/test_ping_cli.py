@@ -57,7 +57,7 @@ async def test_text_output_header_probes_summary(pki: TestPKI) -> None:
         assert res.returncode == 1
         assert "expect version=TLSv1.2: FAILED (got TLSv1.3)" in res.stdout
         assert "expect cipher=TLS_NOPE: FAILED" in res.stdout
-        assert "(kept connection)" in res.stdout and "1 connections" in res.stdout
+        assert "(kept connection)" in res.stdout and "; 1 connection\n" in res.stdout
 
 
 @pytest.mark.parametrize(

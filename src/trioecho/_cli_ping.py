@@ -335,10 +335,12 @@ def _print_summary(target: str, s: dict[str, Any], opts: Any) -> None:
     print(f"--- {target} ping statistics ---")
     loss = "-" if s["loss"] is None else f"{s['loss']:.0%}"
     verb = "completed" if opts.handshake_only else "echoed"
-    line = f"{s['transmitted']} probes sent, {s['received']} {verb}, {s['failed']} failed, {loss} loss"
+    n = s["transmitted"]
+    line = f"{n} probe{'' if n == 1 else 's'} sent, {s['received']} {verb}, {s['failed']} failed, {loss} loss"
     if not opts.plaintext:
         rate = s["resumption_rate"]
-        line += f"; {s['connections']} connections"
+        c = s["connections"]
+        line += f"; {c} connection{'' if c == 1 else 's'}"
         if rate is not None:
             line += f", {s['resumed']} resumed ({rate:.0%} of repeat connections)"
     print(line)

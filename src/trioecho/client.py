@@ -676,7 +676,7 @@ def _explain(f: ConnectionFailed, name: str, names: list[str]) -> ConnectionFail
     if f.kind != "hostname_mismatch":
         return f
     held = f" (it holds {', '.join(names)})" if names else ""
-    first = next((n.split(":", 1)[1] for n in names if n.startswith(("DNS:", "IP Address:"))), None)
+    first = next((n.split(":", 1)[1] for n in names if n.startswith(("DNS:", "IP:"))), None)
     fix = (f"pass --servername {first} or reissue the certificate with {name!r}" if first
            else f"pass --servername with a name the certificate holds, or reissue it with {name!r}")
     return ConnectionFailed("hostname_mismatch", f"server certificate is not for {name!r}{held}", fix)
@@ -693,11 +693,11 @@ async def _peer_names(host: str, port: int, policy: Policy, name: str, timeout: 
             s = trio.SSLStream(sock, ctx, server_hostname=name)
             try:
                 await s.do_handshake()
-                cert = s.getpeercert() or {}
-                return [f"{t}:{v}" for t, v in cert.get("subjectAltName", ())]
+                der = s.getpeercert(binary_form=True)
+                return PeerCert.from_der(der).san if der else []
             finally:
                 await trio.aclose_forcefully(s)
-        except (OSError, trio.BrokenResourceError):
+        except (OSError, trio.BrokenResourceError, ValueError):
             return []
     return []
 
