@@ -73,7 +73,7 @@ async def test_timeout_silent_server(nursery: trio.Nursery, pki: TestPKI) -> Non
 
     port = await serve_raw(nursery, silent)
     p = await assert_kind("timeout", "localhost", port, pki.client_policy(), timeout=0.3)
-    assert "TLS handshake" in (p.error or "")
+    assert "took longer than 0.3s" in (p.error or "")
 
 
 async def test_reset(nursery: trio.Nursery, pki: TestPKI) -> None:
@@ -100,11 +100,10 @@ async def test_tls_version(pki: TestPKI, start_server: Any) -> None:
 async def test_no_shared_cipher(pki: TestPKI, start_server: Any) -> None:
     srv = await start_server(policy=pki.server_policy(max_version="1.2", ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
     client = pki.client_policy(max_version="1.2", ciphers="ECDHE-ECDSA-CHACHA20-POLY1305")
-    p = await ping_once("localhost", srv.port, client)
-    # OpenSSL's server sends handshake_failure for "no shared cipher": the client cannot tell it from
-    # other handshake failures, the server's log can (asserted below).
-    assert p.error_kind in ("no_shared_cipher", "handshake_failure"), p.error
-    assert "trioecho policy show" in (p.hint or "") or "cipher" in (p.hint or "")
+    # OpenSSL's server answers "no shared cipher" with a generic handshake_failure alert; ping
+    # tells it apart because the alert came before any ServerHello.
+    p = await assert_kind("no_shared_cipher", "localhost", srv.port, client)
+    assert "trioecho policy show" in (p.hint or "")
     (info,) = await srv.wait_ended(1)
     assert info.outcome == "no_shared_cipher"
     await assert_serves(pki, srv)

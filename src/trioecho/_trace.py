@@ -59,6 +59,8 @@ class HandshakeTrace:
     group: str | None = None
     signature_scheme: str | None = None
     cert_requested: bool = False
+    #: The server answered our ClientHello (a ServerHello or HelloRetryRequest arrived).
+    server_hello: bool = False
 
 
 _TRACES: weakref.WeakKeyDictionary[Any, HandshakeTrace] = weakref.WeakKeyDictionary()
@@ -87,12 +89,13 @@ def _u16(b: bytes, i: int) -> int:
 
 
 def _callback(conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
-    if direction != "read" or int(content_type) != _HANDSHAKE:
-        return
     try:
-        trace = _TRACES.setdefault(conn, HandshakeTrace())
+        trace = _TRACES.setdefault(conn, HandshakeTrace())  # from our ClientHello on: "traced"
+        if direction != "read" or int(content_type) != _HANDSHAKE:
+            return
         mt = int(msg_type)
         if mt == _SERVER_HELLO:
+            trace.server_hello = True
             _server_hello(trace, data)
         elif mt == _SERVER_KEY_EXCHANGE:
             _server_key_exchange(trace, data)

@@ -607,6 +607,15 @@ async def open_echo_connection(
                     f"aborted the handshake ({failure.detail})",
                     ERROR_KINDS["client_cert_required"].fix,
                 )
+            elif (failure.kind == "handshake_failure" and trace is not None and not trace.server_hello
+                    and "ALERT_HANDSHAKE_FAILURE" in failure.detail):
+                # Refused before any ServerHello: the server found nothing in our ClientHello to agree on.
+                failure = ConnectionFailed(
+                    "no_shared_cipher",
+                    "the server refused our ClientHello with a handshake_failure alert before answering it: "
+                    "most likely no cipher suite, group or signature algorithm in common",
+                    ERROR_KINDS["no_shared_cipher"].fix,
+                )
             if failure.kind == "hostname_mismatch":
                 names = await _peer_names(host, port, policy, name, timeout, open_stream)
                 failure = _explain(failure, name, names)
