@@ -108,7 +108,7 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--jsonl", action="store_true",
                      help="print one JSON line per probe as it happens, then a summary line (docs/ping.md)")
     pp.add_argument("-v", "--verbose", action="store_true",
-                    help="more detail: certificate serial/fingerprint/validity, the client policy, addresses")
+                    help="more detail: certificate serial/fingerprint/validity, where the group came from, the client policy")
     add_client_tls_flags(pp)
     add_policy_flags(pp)
 
