@@ -96,3 +96,20 @@ async def test_size_sweep_large_frames_through_the_delay(pki: TestPKI, mock_cloc
     sizes = report.summary()["sizes"]
     assert set(sizes) == {64, 1 << 20}
     assert sizes[1 << 20]["first_echo"]["n"] == 1
+
+
+
+@pytest.mark.parametrize(("version", "resumed"), [("1.2", [False, True, True]), ("1.3", [False, False, False])])
+async def test_handshake_only_against_a_trio_server(pki: TestPKI, mock_clock: trio.testing.MockClock,
+                                                    version: str, resumed: list[bool]) -> None:
+    """--handshake-only costs the same RTTs.  It resumes TLS 1.2 (the ticket is inside the handshake),
+    but not TLS 1.3 against a *trio* server: trio holds the server's NewSessionTicket back until its
+    first write (https://github.com/python-trio/trio/pull/1171), and a handshake-only client never
+    makes it write.  ping says so (resumed=False) instead of pretending; OpenSSL and GnuTLS servers
+    send the ticket at once and resume (tests/test_ping_peers.py)."""
+    report = await ping_through_proxy(pki, version, count=3, handshake_only=True)
+    probes = report.probes
+    assert [p.ok for p in probes] == [True] * 3, [p.error for p in probes]
+    assert [p.resumed for p in probes] == resumed
+    assert near(probes[0].handshake_rtts, 2.0 if version == "1.2" else 1.0)
+    assert all(near(p.handshake_rtts, 1.0) for p in probes[1:] if p.resumed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ _SERVER_HELLO = 2
 _SERVER_KEY_EXCHANGE = 12
 _CERTIFICATE_REQUEST = 13
 _CERTIFICATE_VERIFY = 15
+_NEW_SESSION_TICKET = 4
 _EXT_KEY_SHARE = 0x0033
 
 #: IANA TLS Supported Groups registry -> the names trioecho's --groups uses.
@@ -61,6 +63,10 @@ class HandshakeTrace:
     cert_requested: bool = False
     #: The server answered our ClientHello (a ServerHello or HelloRetryRequest arrived).
     server_hello: bool = False
+    #: NewSessionTicket messages read so far.
+    tickets: int = 0
+    #: Called (synchronously, from inside the read) when a NewSessionTicket arrives.
+    on_ticket: Callable[[], None] | None = None
 
 
 _TRACES: weakref.WeakKeyDictionary[Any, HandshakeTrace] = weakref.WeakKeyDictionary()
@@ -101,6 +107,10 @@ def _callback(conn: Any, direction: str, version: Any, content_type: Any, msg_ty
             _server_key_exchange(trace, data)
         elif mt == _CERTIFICATE_REQUEST:
             trace.cert_requested = True
+        elif mt == _NEW_SESSION_TICKET:
+            trace.tickets += 1
+            if trace.on_ticket is not None:
+                trace.on_ticket()
         elif mt == _CERTIFICATE_VERIFY:
             trace.signature_scheme = _scheme(_u16(data, 4))
     except (IndexError, ValueError, TypeError) as exc:

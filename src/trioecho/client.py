@@ -1033,6 +1033,10 @@ async def _after_handshake(s: trio.SSLStream[Any], sessions: SessionCache | None
     """
     if s.version() == "TLSv1.3":
         failure: ConnectionFailed | None = None
+        trace = _trace.trace_of(getattr(s, "_ssl_object", None))
+        ticket = trio.Event()
+        if trace is not None:
+            trace.on_ticket = ticket.set
         with trio.move_on_after(wait):
             async with trio.open_nursery() as nursery:
 
@@ -1046,10 +1050,16 @@ async def _after_handshake(s: trio.SSLStream[Any], sessions: SessionCache | None
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(read)
-                # The ticket is processed inside receive_some, which does not return for it: poll.
-                while not _has_ticket(s):
-                    await trio.sleep(TICKET_POLL)
+                # The ticket is processed inside receive_some, which does not return for it: the
+                # handshake trace tells us when it arrives; without the trace, poll.
+                if trace is not None:
+                    await ticket.wait()
+                else:
+                    while not _has_ticket(s):
+                        await trio.sleep(TICKET_POLL)
                 nursery.cancel_scope.cancel()
+        if trace is not None:
+            trace.on_ticket = None
         if failure is not None:
             raise failure
     if sessions is not None:
