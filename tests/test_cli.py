@@ -33,10 +33,10 @@ async def test_serve_and_ping_cli(pki: TestPKI) -> None:
             "ping", f"localhost:{port}", "--cafile", str(pki.ca_pem), "--count", "3", "--interval", "0"))
         assert res.returncode == 0, res.stdout + res.stderr
         out = res.stdout
-        assert "TLSv1.3" in out and "alpn=echo/1" in out and "DNS:localhost" in out
+        assert "TLSv1.3" in out and "ALPN     echo/1" in out and "DNS:localhost" in out
         assert out.count("seq=") == 3 and "resumed" in out
         assert "3 probes sent, 3 echoed, 0 failed" in out
-        for phase in ("tcp connect", "tls full", "echo rtt"):
+        for phase in ("tcp connect", "tls full", "first echo"):
             assert phase in out
         # SIGTERM: drain and exit 0
         serve.proc.send_signal(signal.SIGTERM)

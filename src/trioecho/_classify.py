@@ -195,9 +195,9 @@ def classify(exc: BaseException, *, phase: str = "echo", side: str = "client") -
         kind: str | None = _REASONS.get(reason)
         if side == "server" and reason in _ALERTS_ABOUT_OUR_CERT:
             kind = "cert_rejected_by_peer"
-        if side == "client" and reason in _ALERTS_ABOUT_OUR_CERT:
-            # A client checks the server's certificate itself (SSLCertVerificationError);
-            # a certificate alert it *receives* is the server rejecting our client certificate.
+        elif side == "client" and reason in _ALERTS_ABOUT_OUR_CERT:
+            # A client receives these alerts only about the certificate it sent (its own
+            # verification failures raise SSLCertVerificationError instead).
             kind = "client_cert_rejected"
         if reason == "CERTIFICATE_VERIFY_FAILED":
             kind = "unknown_ca" if side == "server" else "cert_invalid"
