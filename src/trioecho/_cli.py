@@ -92,9 +92,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_level, args.log_format)
     try:
         code = args.func(args, argv)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         code = EXIT_OK if args.command == "serve" else EXIT_FAILED
+    except BrokenPipeError:
+        # Output piped into `head` and closed: stop quietly, like other Unix tools
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        _silence_stdout()
+        code = EXIT_FAILED
+    except OSError as exc:
+        if exc.errno is None or sys.stdout is None:
+            raise
+        _silence_stdout()
+        print(f"trioecho: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        code = EXIT_FAILED
     sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -16,6 +16,20 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+#: The longest timeout or interval a flag accepts (a day): longer is a typo, and
+#: trio's deadlines need finite numbers.
+MAX_SECONDS = 86400.0
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a flag's default unless it is unset (None/False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default in (None, False) or "default" in help_text or action.default is argparse.SUPPRESS:
+            return help_text
+        return super()._get_help_string(action) or help_text
+
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
 
 
@@ -65,8 +79,8 @@ def _positive(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    if not v > 0 or math.isinf(v) or v > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds, at most {MAX_SECONDS:g}")
     return v
 
 
@@ -75,8 +89,8 @@ def _nonneg(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if v < 0 or math.isnan(v):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be zero or more seconds")
+    if v < 0 or math.isnan(v) or math.isinf(v) or v > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be from 0 to {MAX_SECONDS:g} seconds")
     return v
 
 
@@ -171,6 +185,7 @@ def policy_from_args(args: argparse.Namespace, role: str) -> Any:
     Raises:
         ConfigError: bad values.
     """
+    from .errors import ConfigError
     from .policy import CertSpec, Policy, parse_list
 
     over: dict[str, Any] = {}
@@ -197,6 +212,9 @@ def policy_from_args(args: argparse.Namespace, role: str) -> Any:
             over["certs"] = tuple(specs)
         over["client_auth"] = args.client_auth
         if args.client_ca is not None:
+            if args.client_auth == "none" and not getattr(args, "plaintext", False):
+                raise ConfigError(f"--client-ca {args.client_ca} does nothing without --client-auth: "
+                                  "add --client-auth required (or optional) to ask clients for certificates")
             over["client_ca"] = args.client_ca
         over["alpn_strict"] = args.alpn_strict
         if args.no_tickets:

@@ -15,6 +15,7 @@ from typing import Any
 from ._cli_common import (
     EXIT_FAILED,
     EXIT_OK,
+    HelpFormatter,
     _count,
     _nonneg,
     _positive,
@@ -74,13 +75,13 @@ def add_parser(sub: Any) -> None:
                "handshakes. A ratio far above that on a real network means something terminates TCP "
                "close to you (a proxy or load balancer), or the server is slow to compute.\n"
                "--expect keys: " + "; ".join(f"{k}: {v}" for k, v in EXPECT_KEYS.items()),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     pp.add_argument("target", metavar="HOST[:PORT]",
                     help=f"server to ping (default port {DEFAULT_PORT}); IPv6 as [::1]:9443 or ::1")
     pp.add_argument("-c", "--count", type=_count, default=4, help="probes to send")
     pp.add_argument("-i", "--interval", type=_nonneg, default=1.0, metavar="S", help="pause between probes")
-    pp.add_argument("-s", "--size", type=parse_sizes, default=(64,), metavar="N[,N...]",
+    pp.add_argument("-s", "--size", type=parse_sizes, default="64", metavar="N[,N...]",
                     help="payload bytes per echo; a list (64,1k,16k) or range (1k-1M, doubling) cycles through "
                          "sizes, with a summary line per size")
     pp.add_argument("-W", "--timeout", type=_positive, default=10.0, metavar="S",
@@ -153,7 +154,7 @@ def _cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import trio
 
     from . import _opensslconf
-    from .client import Expectation, Pinger, PingOptions, parse_target
+    from .client import Expectation, Pinger, PingOptions, PingReport, parse_target
     from .errors import ConfigError
 
     try:
@@ -175,7 +176,13 @@ def _cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
         pinger = Pinger(opts, policy)
     except ConfigError as exc:
         die(str(exc))
-    if args.insecure:
+    if args.plaintext:
+        tls_flags = [f for f, v in (("--cafile", args.cafile), ("--cert", args.cert), ("--servername", args.servername),
+                                    ("--insecure", args.insecure)) if v]
+        if tls_flags:
+            print(f"trioecho: warning: --plaintext uses no TLS, so {', '.join(tls_flags)} "
+                  f"{'has' if len(tls_flags) == 1 else 'have'} no effect", file=sys.stderr)
+    elif args.insecure:
         print("trioecho: WARNING: --insecure: the server's certificate and name are NOT verified; "
               "anyone in the path can impersonate it", file=sys.stderr)
     if not args.handshake_only and max(args.size) > args.max_frame:
@@ -201,13 +208,16 @@ def _cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if text:
         print(_banner(target, args, opts), flush=True)
-    report = trio.run(pinger.run, on_probe)
+    report = PingReport(options=opts)
+    interrupted = trio.run(_run_until_signal, pinger, on_probe, report)
     summary = report.summary()
     results = [e.check(report) for e in expectations]
     ok = summary["failed"] == 0 and summary["transmitted"] > 0 and all(r.ok for r in results)
     code = EXIT_OK if ok else EXIT_FAILED
+    if interrupted and text:
+        print(f"(interrupted after {summary['transmitted']} of {opts.count} probes)")
     if args.json or args.jsonl:
-        doc = _ping_json(report, summary, results, args, host, port, code)
+        doc = _ping_json(report, summary, results, args, host, port, code, interrupted)
         if args.jsonl:
             doc.pop("probes")
             doc = {"schema": PING_JSONL_SCHEMA, "type": "summary", **{k: v for k, v in doc.items() if k != "schema"}}
@@ -220,6 +230,29 @@ def _cmd_ping(args: argparse.Namespace, argv: Sequence[str]) -> int:
             verdict = "ok" if r.ok else "FAILED"
             print(f"expect {r.key}={r.expected}: {verdict} (got {r.actual})")
     return code
+
+
+async def _run_until_signal(pinger: Any, on_probe: Any, report: Any) -> bool:
+    """Run the probes; Ctrl-C or SIGTERM ends the run early, keeping what was measured (like ping)."""
+    import signal
+
+    import trio
+
+    interrupted = False
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+        await pinger.run(on_probe, report)
+        nursery.cancel_scope.cancel()
+    return interrupted
 
 
 def _banner(target: str, args: argparse.Namespace, opts: Any) -> str:
@@ -396,7 +429,7 @@ def _probe_json(p: Any) -> dict[str, Any]:
 
 
 def _ping_json(report: Any, s: dict[str, Any], results: list[Any], args: argparse.Namespace,
-               host: str, port: int, code: int) -> dict[str, Any]:
+               host: str, port: int, code: int, interrupted: bool = False) -> dict[str, Any]:
     o = report.options
     return {
         "schema": PING_SCHEMA,
@@ -426,5 +459,6 @@ def _ping_json(report: Any, s: dict[str, Any], results: list[Any], args: argpars
             "percentile_rule": PERCENTILE_RULE,
         },
         "expectations": [r.as_dict() for r in results],
+        "interrupted": interrupted,
         "exit_code": code,
     }

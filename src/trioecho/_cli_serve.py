@@ -11,6 +11,7 @@ from typing import Any
 
 from ._cli_common import (
     EXIT_OK,
+    HelpFormatter,
     _count,
     _nonneg,
     _port,
@@ -21,6 +22,25 @@ from ._cli_common import (
     parse_size,
     policy_from_args,
 )
+
+
+def _warn_expiry(policy: Any, log: Any) -> None:
+    from .policy import cert_expiry_problem
+
+    for spec in policy.certs:
+        problem = cert_expiry_problem(spec.cert)
+        if problem:
+            log.warning("%s", problem)
+
+
+def _bind_host(text: str) -> str:
+    """Accept an IPv6 address with or without brackets, as ping does."""
+    t = text.strip()
+    if t.startswith("[") and t.endswith("]"):
+        t = t[1:-1]
+    if not t:
+        raise argparse.ArgumentTypeError("empty --host: leave it out to listen on all interfaces")
+    return t
 
 
 def add_parser(sub: Any) -> None:
@@ -37,9 +57,10 @@ def add_parser(sub: Any) -> None:
                     "certificates and policy files for new connections (open ones keep theirs; a broken "
                     "new certificate is refused with a log line and the old one stays). "
                     "See docs/operations.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    sp.add_argument("--host", default=None, help="address to bind (default: all interfaces)")
+    sp.add_argument("--host", default=None, type=_bind_host,
+                    help="address to bind, e.g. 127.0.0.1 or ::1 ([::1] works too) (default: all interfaces)")
     sp.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
     sp.add_argument("--plaintext", action="store_true", help="serve the same framing over bare TCP (no TLS)")
     lim = sp.add_argument_group("limits and timeouts")
@@ -87,6 +108,11 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             max_connections=args.max_connections, grace=args.grace,
         )
         if args.plaintext:
+            tls_flags = [f for f, v in (("--cert", args.cert), ("--client-ca", args.client_ca),
+                                        ("--client-auth", args.client_auth != "none")) if v]
+            if tls_flags:
+                log.warning("--plaintext serves no TLS, so %s %s no effect", ", ".join(tls_flags),
+                            "has" if len(tls_flags) == 1 else "have")
             server = EchoServer(limits=limits, plaintext=True)
         else:
             if not args.cert and not args.sni:
@@ -96,6 +122,7 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             _opensslconf.reexec_if_needed([policy], argv)
             # Building the context logs the key-mode and --keylog warnings (trioecho.policy).
             server = EchoServer(policy=policy, limits=limits)
+            _warn_expiry(policy, log)
         metrics_addr = None
         if args.metrics is not None:
             from .metrics import make_registry
@@ -107,7 +134,9 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     def reload() -> None:
         try:
-            server.reload(policy_from_args(args, "server"))
+            new_policy = policy_from_args(args, "server")
+            server.reload(new_policy)
+            _warn_expiry(new_policy, log)
         except ConfigError as exc:
             log.error("reload refused, still using the previous certificates and policy: %s", exc)
 
@@ -147,6 +176,11 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = trio.run(main)
     if isinstance(result, tuple):
         where, err = result
+        import socket
+
+        if isinstance(err, socket.gaierror):
+            die(f"cannot listen on {where}: --host {args.host!r} does not resolve to an address of this machine "
+                f"({err.strerror}): use an IP such as 127.0.0.1 or ::1, or leave --host out for all interfaces")
         die(f"cannot listen on {where}: {err.strerror or err}: "
             "pick another port (0 picks a free one) or stop what holds it")
     return result

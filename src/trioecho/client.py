@@ -87,6 +87,10 @@ def parse_target(target: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
     from .errors import ConfigError
 
     t = target.strip()
+    if "://" in t or "/" in t:
+        raise ConfigError(
+            f"target {target!r} looks like a URL: write HOST[:PORT] without a scheme or path, e.g. localhost:9443"
+        )
     host, port = t, default_port
     if t.startswith("["):
         end = t.find("]")
@@ -973,10 +977,16 @@ class Pinger:
         self._conn: EchoConnection | None = None
         self._last_tls: TLSInfo | None = None
 
-    async def run(self, on_probe: Callable[[PingReport, Probe], None] | None = None) -> PingReport:
-        """Run all probes (warmup first); call ``on_probe(report, probe)`` after each."""
+    async def run(self, on_probe: Callable[[PingReport, Probe], None] | None = None,
+                  report: PingReport | None = None) -> PingReport:
+        """Run all probes (warmup first); call ``on_probe(report, probe)`` after each.
+
+        Args:
+            on_probe: called after every probe.
+            report: fill this report (so a caller that cancels the run keeps what was measured).
+        """
         o = self.options
-        report = PingReport(options=o)
+        report = report if report is not None else PingReport(options=o)
         total = o.warmup + o.count
         try:
             for i in range(total):

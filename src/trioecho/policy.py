@@ -319,6 +319,7 @@ class Policy:
             _warn_once(("keylog", str(self.keylog)),
                        "--keylog %s: TLS secrets are written to this file; anyone who has it can decrypt "
                        "the captured traffic (debugging only)", self.keylog)
+            _open_keylog(self.keylog)
             ctx.keylog_filename = str(self.keylog)
         return ctx
 
@@ -483,6 +484,19 @@ def _load_chain(ctx: ssl.SSLContext, spec: CertSpec, password_file: Path | None)
         ) from exc
 
 
+def _open_keylog(path: Path) -> None:
+    """Create the key log file owner-only (it holds secrets), or raise a ConfigError with the fix."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise ConfigError(
+            f"--keylog {path}: cannot write it ({exc.strerror or exc}): pass a file in a directory that exists "
+            "and that you can write to"
+        ) from exc
+
+
 def _load_verify(ctx: ssl.SSLContext, path: Path, flag: str) -> None:
     path = _readable(path, flag)
     try:
@@ -516,6 +530,33 @@ def cert_names(path: Path) -> tuple[str, ...]:
     if not names:
         names = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
     return names
+
+
+#: Warn when a server certificate expires within this many days.
+EXPIRY_WARNING_DAYS = 14
+
+
+def cert_expiry_problem(path: Path) -> str | None:
+    """A warning if the first certificate in ``path`` is expired, not yet valid, or expires soon."""
+    import datetime
+
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if cert.not_valid_after_utc < now:
+        return (f"certificate {path} EXPIRED on {cert.not_valid_after_utc:%Y-%m-%d}: every client will refuse "
+                "it (cert_expired); renew it (python scripts/gen_certs.py --out DIR)")
+    if cert.not_valid_before_utc > now:
+        return (f"certificate {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: "
+                "clients will refuse it (cert_not_yet_valid); check this machine's clock")
+    left = (cert.not_valid_after_utc - now).days
+    if left < EXPIRY_WARNING_DAYS:
+        return f"certificate {path} expires in {left} days ({cert.not_valid_after_utc:%Y-%m-%d}): renew it soon"
+    return None
 
 
 def sni_matches(pattern: str, name: str) -> bool:

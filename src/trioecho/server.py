@@ -71,6 +71,8 @@ DEFAULT_PORT = 9443
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: How long to back off when accept() hits a resource limit.
 _ACCEPT_BACKOFF = 0.1
+#: Log a resource-limit accept error at most this often (it repeats every backoff).
+_ACCEPT_ERROR_LOG_EVERY = 10.0
 #: On shutdown, a connection at a frame boundary is closed once it has sent
 #: nothing for this long.  Frames the client sent before the signal are already
 #: in socket buffers and arrive well within it, so they are still echoed; a
@@ -301,6 +303,7 @@ class EchoServer:
         self._limiter = trio.CapacityLimiter(self.limits.max_connections)
         self._draining = False
         self._accept_scope: trio.CancelScope | None = None
+        self._last_accept_error_log = -math.inf
         self._all_idle = trio.Event()
 
     # -- configuration ------------------------------------------------------------------
@@ -363,7 +366,7 @@ class EchoServer:
         Raises:
             OSError: the address cannot be bound (e.g. in use).
         """
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await _open_listeners(port, host)
         addrs = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
         try:
             async with trio.open_nursery() as conn_nursery:
@@ -391,7 +394,12 @@ class EchoServer:
             except OSError as exc:
                 self._limiter.release_on_behalf_of(listener)
                 if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                    log.error("accept: %s; retrying in %.1fs", exc.strerror, _ACCEPT_BACKOFF)
+                    now = trio.current_time()
+                    if now - self._last_accept_error_log >= _ACCEPT_ERROR_LOG_EVERY:
+                        self._last_accept_error_log = now
+                        log.error("accept: %s (%d connections open); retrying every %.1fs until it clears "
+                                  "(raise the file limit with `ulimit -n`, or lower --max-connections)",
+                                  exc.strerror, len(self._conns), _ACCEPT_BACKOFF)
                     await trio.sleep(_ACCEPT_BACKOFF)
                     continue
                 raise
@@ -573,6 +581,11 @@ class EchoServer:
                     await self._send(s, exc.echo_ok)
                     info.bytes += len(exc.echo_ok)
                 info.frames = scanner.frames
+                if self.plaintext and scanner.frames == 0 and scanner.bytes_in == len(data) and data[:2] == b"\x16\x03":
+                    # A TLS record header (handshake, version 3.x) read as a length prefix.
+                    raise _TlsOnPlaintext(
+                        "client sent a TLS ClientHello to this plaintext server: "
+                        "use TLS on both sides (drop --plaintext here) or --plaintext on both") from exc
                 raise
             conn.mid_frame = scanner.mid_frame
             if not mid and scanner.mid_frame:
@@ -610,6 +623,9 @@ class EchoServer:
             return
         if isinstance(exc, _AlpnRefused):
             info.outcome, info.close, info.detail = "alpn_mismatch", "protocol_error", str(exc)
+            return
+        if isinstance(exc, _TlsOnPlaintext):
+            info.outcome, info.close, info.detail = "plaintext_peer", "protocol_error", str(exc)
             return
         if isinstance(exc, _ClientGone):
             if conn.mid_frame:  # it left while sending a frame: that frame was cut
@@ -660,11 +676,43 @@ class EchoServer:
             cb(info)
 
 
+#: How many times to retry binding every address family to one shared free port.
+_SAME_PORT_ATTEMPTS = 10
+
+
+async def _open_listeners(port: int, host: str | None) -> list[trio.SocketListener]:
+    """trio.open_tcp_listeners, but port 0 gives the SAME free port on every address.
+
+    trio binds IPv4 and IPv6 separately, so port 0 would give each family its
+    own port and ``listening on`` would print two ports for one server.  Bind
+    once, then rebind every family on the first listener's port (retrying if
+    another process takes it in between).
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if port != 0 or len({lst.socket.getsockname()[1] for lst in listeners}) <= 1:
+        return listeners
+    for _ in range(_SAME_PORT_ATTEMPTS):
+        chosen = listeners[0].socket.getsockname()[1]
+        for lst in listeners:
+            lst.socket.close()
+        try:
+            return await trio.open_tcp_listeners(chosen, host=host)
+        except OSError:
+            listeners = await trio.open_tcp_listeners(0, host=host)
+            if len({lst.socket.getsockname()[1] for lst in listeners}) <= 1:
+                return listeners
+    return listeners
+
+
 class _SendTimeout(trio.TooSlowError):
     pass
 
 
 class _AlpnRefused(trio.BrokenResourceError):
+    pass
+
+
+class _TlsOnPlaintext(trio.BrokenResourceError):
     pass
 
 
