@@ -3,7 +3,7 @@
 # ping it over verified TLS, stop the server with SIGTERM (graceful), show both outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --runtime
 [ -f certs/server.pem ] || .venv/bin/python scripts/gen_certs.py --out certs
 log=$(mktemp)
 .venv/bin/trioecho serve --host 127.0.0.1 --port 0 --cert certs/server.pem >"$log.out" 2>"$log" &

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="names and IPs the server certificate holds (comma-separated)")
     p.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa", help="ECDSA P-256 or RSA-2048")
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"validity in days (1-{MAX_DAYS})")
+    p.add_argument("--force", action="store_true",
+                   help="replace certificates already in --out (clients that trust the old ca.pem will stop trusting)")
     args = p.parse_args(argv)
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
     if not hosts:
@@ -137,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"write IPv6 addresses without brackets: {', '.join(bad)}")
     if not 1 <= args.days <= MAX_DAYS:
-        p.error(f"--days must be 1-{MAX_DAYS}: browsers and scanners reject longer certificate lifetimes")
+        p.error(f"--days must be 1-{MAX_DAYS}" + (": browsers and scanners reject longer certificate lifetimes"
+                                                   if args.days > MAX_DAYS else ""))
+    if (args.out / "ca.pem").exists() and not args.force:
+        p.error(f"{args.out / 'ca.pem'} already exists: pass --force to replace the CA and every certificate "
+                "(clients trusting the old ca.pem will then refuse the server), or choose another --out")
     try:
         files = generate(args.out, hosts, args.key_type, args.days)
     except OSError as exc:

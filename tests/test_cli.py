@@ -129,6 +129,12 @@ def test_gen_certs(tmp_path: Path) -> None:
         assert (tmp_path / "c" / name).is_file()
     for name in ("server.pem", "server.key", "client.pem"):
         assert stat.S_IMODE((tmp_path / "c" / name).stat().st_mode) == 0o600
+    again = subprocess.run([sys.executable, str(root / "scripts" / "gen_certs.py"), "--out", str(tmp_path / "c")],
+                           capture_output=True, text=True, env=cli_env())
+    assert again.returncode == 2 and "--force" in again.stderr  # never replaces a CA silently
+    forced = subprocess.run([sys.executable, str(root / "scripts" / "gen_certs.py"), "--out", str(tmp_path / "c"),
+                             "--force"], capture_output=True, text=True, env=cli_env())
+    assert forced.returncode == 0, forced.stderr
     bad = subprocess.run([sys.executable, str(root / "scripts" / "gen_certs.py"), "--out", str(tmp_path / "d"),
                           "--days", "400"], capture_output=True, text=True)
     assert bad.returncode == 2 and "366" in bad.stderr

@@ -24,6 +24,31 @@ from ._cli_common import (
 )
 
 
+#: File descriptors beyond one per connection: listeners, logs, metrics, OpenSSL's files.
+_FD_HEADROOM = 64
+
+
+def _ensure_fd_limit(max_connections: int, log: Any) -> None:
+    """Raise the soft open-file limit to fit --max-connections, or warn that it cannot."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_connections + _FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("--max-connections %d needs about %d open files but the limit is %d: connections past it "
+                    "wait until others close; raise `ulimit -n` or lower --max-connections",
+                    max_connections, need, soft)
+
+
 def _warn_expiry(policy: Any, log: Any) -> None:
     from .policy import cert_expiry_problem
 
@@ -123,6 +148,7 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             # Building the context logs the key-mode and --keylog warnings (trioecho.policy).
             server = EchoServer(policy=policy, limits=limits)
             _warn_expiry(policy, log)
+        _ensure_fd_limit(limits.max_connections, log)
         metrics_addr = None
         if args.metrics is not None:
             from .metrics import make_registry

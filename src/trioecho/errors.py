@@ -173,8 +173,10 @@ ERROR_KINDS: dict[str, ErrorKind] = dict(
            "the peer crashed or was killed, or its TLS stack does not send close_notify (possible truncation attack)",
            "nothing was lost if every frame was echoed; otherwise check the peer"),
         _k("closed_early", "client", "the server closed the connection before echoing",
-           "the server rejected the connection after the handshake (e.g. mTLS on TLS 1.3, strict ALPN) or is not an echo server",
-           "check the server's log; use --handshake-only against servers that do not echo"),
+           "the frame was over the server's --max-frame, the server rejected the connection after the handshake "
+           "(mTLS on TLS 1.3, strict ALPN), or it is not an echo server",
+           "check the server's log (frame_too_large means: lower --size or raise the server's --max-frame); "
+           "use --handshake-only against servers that do not echo"),
         _k("echo_mismatch", "client", "the echo differs from what was sent",
            "the server is not a trioecho-compatible echo, or data was corrupted",
            "check that the server speaks the 4-byte length-prefixed echo"),

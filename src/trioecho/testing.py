@@ -201,10 +201,30 @@ async def _pair(
     client = trio.SSLStream(client_raw, cctx, server_hostname=server_hostname)
     server = trio.SSLStream(server_raw, sctx, server_side=True)
     if handshake:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.do_handshake)
-            nursery.start_soon(server.do_handshake)
+        await _handshake_both(client, server)
     return client, server
+
+
+async def _handshake_both(client: trio.SSLStream[Any], server: trio.SSLStream[Any]) -> None:
+    """Handshake both ends; a failure is raised as itself, not wrapped in an ExceptionGroup.
+
+    The client's error wins (it says e.g. "certificate verify failed: hostname
+    mismatch" in its ``__cause__``); the server's side then only saw the abort.
+    """
+    errors: dict[str, BaseException] = {}
+
+    async def run(name: str, stream: trio.SSLStream[Any]) -> None:
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            errors[name] = exc
+            await trio.aclose_forcefully(stream)  # unblock the other end
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "client", client)
+        nursery.start_soon(run, "server", server)
+    if errors:
+        raise errors.get("client") or errors["server"]
 
 
 async def tls_stream_pair(
