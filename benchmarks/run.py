@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: --compare-src DIR: run "trioecho-base" from another checkout's src (A/B of a change).
+COMPARE_SRC: Path | None = None
+
+
 def server_argv(target: str, port: int, pem: Path, tickets: int) -> list[str]:
     base = ["--host", "127.0.0.1", "--port", str(port), "--cert", str(pem)]
     if target.startswith("trioecho"):
@@ -108,6 +112,8 @@ def server_argv(target: str, port: int, pem: Path, tickets: int) -> list[str]:
                 "--max-connections", "20000", "--idle-timeout", "3600"]
         if target == "trioecho-w2":
             argv += ["--workers", "2"]
+        if target == "trioecho-base":
+            argv = ["env", f"PYTHONPATH={COMPARE_SRC}", *argv]
         return argv
     if target == "socat":
         return ["socat", "-b", "65536",
@@ -417,11 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-procs", type=int, default=1, help="load-generator processes (all on the client CPU)")
     p.add_argument("--tickets", type=int, default=1, help="TLS 1.3 tickets per handshake, for every target")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
+    p.add_argument("--compare-src", type=Path, default=None,
+                   help="also run target trioecho-base from this src directory (A/B of a change)")
     p.add_argument("--json", type=Path, default=None, help="write results here (default benchmarks/results/<date>.json)")
     a = p.parse_args(argv)
 
     targets = a.targets.split(",") if a.targets else list(DEFAULT_TARGETS)
-    bad = [t for t in targets if t not in ALL_TARGETS]
+    if a.compare_src is not None:
+        global COMPARE_SRC
+        COMPARE_SRC = a.compare_src.resolve()
+        if "trioecho-base" not in targets:
+            targets.insert(1, "trioecho-base")
+    bad = [t for t in targets if t not in ALL_TARGETS + ["trioecho-base"]]
     if bad:
         p.error(f"unknown target(s) {','.join(bad)}: choose from {','.join(ALL_TARGETS)}")
     if "socat" in targets and not shutil.which("socat"):

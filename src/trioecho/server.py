@@ -49,6 +49,7 @@ import trio
 
 from ._classify import classify, is_ragged_eof
 from ._compat import flush_alert
+from ._transport import for_tls
 from .errors import ConfigError, FrameTooLargeError
 from .framing import MAX_FRAME, FrameScanner
 from .policy import Policy
@@ -65,6 +66,9 @@ DEFAULT_PORT = 9443
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 #: How long to back off when accept() hits a resource limit.
 _ACCEPT_BACKOFF = 0.1
+#: One TLS record's plaintext at most: SSLObject.read(n) allocates n bytes before
+#: shrinking, and SSL_read never returns more than one record (uvloop#726).
+_TLS_RECEIVE = 16384
 
 
 @dataclass(frozen=True)
@@ -379,7 +383,7 @@ class EchoServer:
                 try:
                     if not self.plaintext:
                         assert self._context is not None
-                        s = trio.SSLStream(stream, self._context, server_side=True)
+                        s = trio.SSLStream(for_tls(stream), self._context, server_side=True)
                         await self._handshake(s, conn)
                     phase = "echo"
                     await self._echo(s, conn)
@@ -431,6 +435,7 @@ class EchoServer:
         info = conn.info
         lim = self.limits
         scanner = FrameScanner(max_frame=lim.max_frame)
+        receive_size = None if self.plaintext else _TLS_RECEIVE
         frame_deadline = math.inf
         while True:
             if self._draining and not scanner.mid_frame:
@@ -446,7 +451,7 @@ class EchoServer:
                 if not scanner.mid_frame:
                     conn.idle_scope = cs
                 try:
-                    data = await s.receive_some()
+                    data = await s.receive_some(receive_size)
                 except trio.BrokenResourceError as exc:
                     if not is_ragged_eof(exc):
                         raise
