@@ -55,6 +55,13 @@ def add_parser(sub: Any) -> None:
                      help="on shutdown, time for frames in flight to finish")
     sp.add_argument("--stats-interval", type=_positive, default=None, metavar="S",
                     help="log the counters every S seconds")
+    scale = sp.add_argument_group("scale (issue 6; docs/deployment.md)")
+    scale.add_argument("--workers", type=_count, default=1, metavar="N",
+                       help="N processes sharing the port (one core each); TLS session tickets resume across them; "
+                            "a worker that dies is restarted; SIGTERM drains all")
+    scale.add_argument("--proxy-protocol", choices=["off", "v1", "v2", "any"], default="off",
+                       help="expect a PROXY protocol header (HAProxy, AWS NLB...) before TLS, and log the client "
+                            "address it carries; only behind a load balancer that sends it")
     add_server_tls_flags(sp)
     add_policy_flags(sp)
 
@@ -93,6 +100,9 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             policy.keylog)
     except ConfigError as exc:
         die(str(exc))
+    server.proxy_protocol = args.proxy_protocol
+    if args.workers > 1:
+        return _serve_workers(server, args)
 
     async def main() -> int | OSError:
         async with trio.open_nursery() as nursery:
@@ -114,6 +124,25 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         die(f"cannot listen on {args.host or '*'}:{args.port}: {result.strerror or result}: "
              "pick another --port (0 picks a free one) or stop what holds it")
     return result
+
+
+def _serve_workers(server: Any, args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .workers import serve_workers
+
+    def listening(addrs: list[tuple[str, int]]) -> None:
+        for host, port in addrs:
+            h = f"[{host}]" if ":" in host else host
+            print(f"listening on {h}:{port} ({args.workers} workers)", flush=True)
+
+    try:
+        return serve_workers(server, workers=args.workers, host=args.host, port=args.port,
+                             on_listening=listening, stats_interval=args.stats_interval)
+    except ConfigError as exc:
+        die(str(exc))
+    except OSError as exc:
+        die(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}: "
+            "pick another --port (0 picks a free one) or stop what holds it")
 
 
 async def _serve_task(server: Any, host: str | None, port: int, scope: Any, task_status: Any) -> None:

@@ -49,10 +49,12 @@ import trio
 
 from ._classify import classify, is_ragged_eof
 from ._compat import flush_alert
+from ._proxyio import proxy_peer
 from ._transport import for_tls
 from .errors import ConfigError, FrameTooLargeError
 from .framing import MAX_FRAME, FrameScanner
 from .policy import Policy
+from .proxyproto import ProxyProtocolError
 
 __all__ = ["DEFAULT_PORT", "ConnectionInfo", "EchoServer", "ServerLimits", "ServerStats"]
 
@@ -201,9 +203,15 @@ class EchoServer:
         ssl_context: use this server context instead of building one from the
             policy (it is never modified; SNI is then not recorded).
 
+    Attributes:
+        proxy_protocol: "off" (default), or "v1", "v2", "any": read a PROXY protocol
+            header before TLS and log the client address it carries (behind a load balancer).
+
     Raises:
         ConfigError: the policy cannot build a server context.
     """
+
+    proxy_protocol: str = "off"
 
     def __init__(
         self,
@@ -274,6 +282,7 @@ class EchoServer:
         *,
         host: str | None = None,
         port: int = DEFAULT_PORT,
+        listeners: list[trio.SocketListener] | None = None,
         task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen and serve until cancelled or until :meth:`shutdown` completes.
@@ -281,12 +290,15 @@ class EchoServer:
         Args:
             host: address to bind (``None``: all interfaces).
             port: TCP port; 0 picks a free one.
+            listeners: serve these already-bound listeners instead (``host`` and
+                ``port`` are then ignored); used by :mod:`trioecho.workers`.
             task_status: receives the bound ``(host, port)`` list once listening.
 
         Raises:
             OSError: the address cannot be bound (e.g. in use).
         """
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(port, host=host)
         addrs = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
         try:
             async with trio.open_nursery() as conn_nursery:
@@ -333,6 +345,13 @@ class EchoServer:
                 peer = _format_addr(stream.socket.getpeername())
             except OSError:
                 peer = "?"
+            if self.proxy_protocol != "off":
+                try:
+                    peer = await proxy_peer(stream, peer, self.proxy_protocol, self.limits.handshake_timeout)
+                except ProxyProtocolError as exc:
+                    self._account(ConnectionInfo(peer=peer, outcome="proxy_protocol", detail=str(exc)))
+                    await trio.aclose_forcefully(stream)
+                    return
             await self.handle_stream(stream, peer=peer)
         finally:
             self._limiter.release_on_behalf_of(token)
