@@ -57,7 +57,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 ALL_TARGETS = ["trioecho", "asyncio", "naive-trio", "socat", "anyio", "trioecho-w2"]
-DEFAULT_TARGETS = ["trioecho", "asyncio", "naive-trio", "socat", "anyio"]
+DEFAULT_TARGETS = ["trioecho", "asyncio", "naive-trio", "socat", "anyio", "trioecho-w2"]
 #: The columns of the ratio table: trioecho divided by each of these.
 RATIO_AGAINST = ["asyncio", "naive-trio", "socat"]
 
