@@ -132,3 +132,35 @@ async def test_receive_returns_eof_and_waits_without_data() -> None:
         await client.aclose()
     assert got == [b"hello", b""]
     await t.aclose()
+
+
+async def test_client_that_never_reads_gets_send_timeout_and_the_server_keeps_serving(
+        start_server: Any, pki: TestPKI) -> None:
+    """The send timeout now lives in the transport's slow path: same outcome as before."""
+    from trioecho import ServerLimits, open_echo_connection
+
+    srv = await start_server(limits=ServerLimits(send_timeout=0.5))
+    ctx = pki.client_policy().client_context()
+    tcp = await trio.open_tcp_stream("127.0.0.1", srv.port)
+    client = trio.SSLStream(tcp, ctx, server_hostname="localhost")
+    frame = struct.pack(">I", 1 << 20) + os.urandom(1 << 20)
+
+    async def flood() -> None:
+        try:
+            while True:
+                await client.send_all(frame)  # never reads the echoes
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            (info,) = await srv.wait_ended(1)
+            nursery.cancel_scope.cancel()
+        assert info.outcome == "send_timeout"
+        assert info.detail == "client read nothing for 0.5s"
+        await trio.aclose_forcefully(client)
+        conn = await open_echo_connection("127.0.0.1", srv.port, policy=pki.client_policy(),
+                                          servername="localhost")
+        await conn.echo(b"next")
+        await conn.aclose()

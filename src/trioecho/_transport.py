@@ -33,12 +33,13 @@ by trio.
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from typing import Any
 
 import trio
 
-__all__ = ["RECEIVE_BUFFER", "TransportStream", "for_tls"]
+__all__ = ["RECEIVE_BUFFER", "SendTimedOut", "TransportStream", "for_tls"]
 
 #: One receive takes up to this much from the kernel: four full TLS records plus
 #: headers, so a 64 KiB frame arriving at once is drained in one wake-up.
@@ -55,15 +56,24 @@ def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
+class SendTimedOut(trio.BrokenResourceError):
+    """The peer read nothing for ``send_timeout`` seconds while we had bytes to send."""
+
+
 class TransportStream(trio.abc.HalfCloseableStream):
     """A ``trio.SocketStream`` stand-in for use under ``trio.SSLStream`` only.
 
     Args:
         stream: the accepted socket stream; it keeps owning the socket.
+        send_timeout: give up (:class:`SendTimedOut`) when the kernel's send buffer
+            stays full this long.  The deadline exists only on that slow path, so the
+            caller needs no cancel scope around every send (one scope per echo was
+            about a tenth of the server's CPU; docs/performance.md).
     """
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, *, send_timeout: float = math.inf) -> None:
         self.stream = stream
+        self.send_timeout = send_timeout
         self.socket = stream.socket
         self._raw: socket.socket | None = socket.socket(fileno=stream.socket.fileno())
         self._raw.setblocking(False)
@@ -109,7 +119,7 @@ class TransportStream(trio.abc.HalfCloseableStream):
             while True:
                 if sent == total:
                     return
-                await trio.lowlevel.wait_writable(raw)
+                await self._wait_writable(raw)
                 raw = self._sock()
                 try:
                     sent += raw.send(view[sent:])
@@ -117,6 +127,15 @@ class TransportStream(trio.abc.HalfCloseableStream):
                     pass
                 except OSError as exc:
                     raise _broken(exc) from exc
+
+    async def _wait_writable(self, raw: socket.socket) -> None:
+        if self.send_timeout == math.inf:
+            await trio.lowlevel.wait_writable(raw)
+            return
+        with trio.move_on_after(self.send_timeout) as cs:
+            await trio.lowlevel.wait_writable(raw)
+        if cs.cancelled_caught:
+            raise SendTimedOut(f"client read nothing for {self.send_timeout:g}s")
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._sock())
@@ -144,8 +163,8 @@ class TransportStream(trio.abc.HalfCloseableStream):
         return self.stream.getsockopt(level, option, buffersize)
 
 
-def for_tls(stream: trio.abc.Stream) -> trio.abc.Stream:
+def for_tls(stream: trio.abc.Stream, *, send_timeout: float = math.inf) -> trio.abc.Stream:
     """The transport to put under ``trio.SSLStream``: a fast one for TCP sockets, else ``stream``."""
     if type(stream) is trio.SocketStream and stream.socket.family in (socket.AF_INET, socket.AF_INET6):
-        return TransportStream(stream)
+        return TransportStream(stream, send_timeout=send_timeout)
     return stream
