@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
                      help="on shutdown, time for frames in flight to finish")
     sp.add_argument("--stats-interval", type=_positive, default=None, metavar="S",
                     help="log the counters every S seconds")
-    scale = sp.add_argument_group("scale (issue 6; docs/deployment.md)")
+    scale = sp.add_argument_group("scale (see docs/deployment.md)")
     scale.add_argument("--workers", type=_count, default=1, metavar="N",
                        help="N processes sharing the port (one core each); TLS session tickets resume across them; "
                             "a worker that dies is restarted; SIGTERM drains all")
