@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_serve.add_parser(sub)
     _cli_ping.add_parser(sub)
     _cli_policy.add_parser(sub)
+    from . import _cli_bench; _cli_bench.add_parser(sub)  # noqa: E702  (one line: easy to merge)
     return parser
 
 

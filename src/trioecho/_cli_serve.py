@@ -112,6 +112,13 @@ def add_parser(sub: Any) -> None:
     obs.add_argument("--metrics", default=None, metavar="HOST:PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics "
                           "(needs prometheus-client: pip install 'trioecho[metrics]'); port 0 picks one")
+    scale = sp.add_argument_group("scale (see docs/deployment.md)")
+    scale.add_argument("--workers", type=_count, default=1, metavar="N",
+                       help="N processes sharing the port (one core each); TLS session tickets resume across them; "
+                            "a worker that dies is restarted; SIGTERM drains all")
+    scale.add_argument("--proxy-protocol", choices=["off", "v1", "v2", "any"], default="off",
+                       help="expect a PROXY protocol header (HAProxy, AWS NLB...) before TLS, and log the client "
+                            "address it carries; only behind a load balancer that sends it")
     add_server_tls_flags(sp)
     add_policy_flags(sp)
 
@@ -157,6 +164,12 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             make_registry(server)  # fail now (exit 2) if prometheus-client is missing
     except ConfigError as exc:
         die(str(exc))
+    server.proxy_protocol = args.proxy_protocol
+    if args.workers > 1:
+        if args.metrics is not None:
+            die("--metrics with --workers is not supported yet (each worker has its own counters): "
+                "run one process with --metrics, or use --stats-interval, which every worker logs")
+        return _serve_workers(server, args)
 
     def reload() -> None:
         try:
@@ -221,6 +234,25 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--metrics {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
     return host, int(port)
+
+
+def _serve_workers(server: Any, args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .workers import serve_workers
+
+    def listening(addrs: list[tuple[str, int]]) -> None:
+        for host, port in addrs:
+            h = f"[{host}]" if ":" in host else host
+            print(f"listening on {h}:{port} ({args.workers} workers)", flush=True)
+
+    try:
+        return serve_workers(server, workers=args.workers, host=args.host, port=args.port,
+                             on_listening=listening, stats_interval=args.stats_interval)
+    except ConfigError as exc:
+        die(str(exc))
+    except OSError as exc:
+        die(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}: "
+            "pick another --port (0 picks a free one) or stop what holds it")
 
 
 async def _serve_task(server: Any, host: str | None, port: int, scope: Any, task_status: Any) -> None:

@@ -195,5 +195,10 @@ ERROR_KINDS: dict[str, ErrorKind] = dict(
         _k("client_gone", "server", "the client went away before its echo could be delivered",
            "the client sent and closed at once, or was killed",
            "normal for fire-and-forget clients; nothing to fix"),
+        # --- issue 6 ---
+        _k("proxy_protocol", "server", "no valid PROXY protocol header before TLS (serve --proxy-protocol)",
+           "a client connected directly instead of through the load balancer, or the balancer does not send "
+           "the header (or sends the other version)",
+           "send-proxy / send-proxy-v2 on the balancer (docs/deployment.md), or drop --proxy-protocol"),
     ]
 )

@@ -55,9 +55,12 @@ import trio
 
 from ._classify import classify, is_ragged_eof
 from ._compat import flush_alert, send_tickets_now
+from ._proxyio import proxy_peer
+from ._transport import SendTimedOut, TransportStream, for_tls
 from .errors import ConfigError, FrameTooLargeError
 from .framing import MAX_FRAME, FrameScanner
 from .policy import Policy
+from .proxyproto import ProxyProtocolError
 
 __all__ = ["CLOSE_KINDS", "DEFAULT_PORT", "ConnectionInfo", "EchoServer", "ServerLimits", "ServerStats"]
 
@@ -90,6 +93,9 @@ CLOSE_KINDS = {
     "server": "the server closed it (shutdown)",
     "internal_error": "a bug in trioecho; the connection was dropped and logged with a traceback",
 }
+#: One TLS record's plaintext at most: SSLObject.read(n) allocates n bytes before
+#: shrinking, and SSL_read never returns more than one record (uvloop#726).
+_TLS_RECEIVE = 16384
 
 
 @dataclass(frozen=True)
@@ -274,9 +280,15 @@ class EchoServer:
         ssl_context: use this server context instead of building one from the
             policy (it is never modified; SNI is then not recorded).
 
+    Attributes:
+        proxy_protocol: "off" (default), or "v1", "v2", "any": read a PROXY protocol
+            header before TLS and log the client address it carries (behind a load balancer).
+
     Raises:
         ConfigError: the policy cannot build a server context.
     """
+
+    proxy_protocol: str = "off"
 
     def __init__(
         self,
@@ -354,6 +366,7 @@ class EchoServer:
         *,
         host: str | None = None,
         port: int = DEFAULT_PORT,
+        listeners: list[trio.SocketListener] | None = None,
         task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen and serve until cancelled or until :meth:`shutdown` completes.
@@ -361,12 +374,15 @@ class EchoServer:
         Args:
             host: address to bind (``None``: all interfaces).
             port: TCP port; 0 picks a free one.
+            listeners: serve these already-bound listeners instead (``host`` and
+                ``port`` are then ignored); used by :mod:`trioecho.workers`.
             task_status: receives the bound ``(host, port)`` list once listening.
 
         Raises:
             OSError: the address cannot be bound (e.g. in use).
         """
-        listeners = await _open_listeners(port, host)
+        if listeners is None:
+            listeners = await _open_listeners(port, host)
         addrs = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
         try:
             async with trio.open_nursery() as conn_nursery:
@@ -418,6 +434,13 @@ class EchoServer:
                 peer = _format_addr(stream.socket.getpeername())
             except OSError:
                 peer = "?"
+            if self.proxy_protocol != "off":
+                try:
+                    peer = await proxy_peer(stream, peer, self.proxy_protocol, self.limits.handshake_timeout)
+                except ProxyProtocolError as exc:
+                    self._account(ConnectionInfo(peer=peer, outcome="proxy_protocol", detail=str(exc)))
+                    await trio.aclose_forcefully(stream)
+                    return
             await self.handle_stream(stream, peer=peer)
         finally:
             self._limiter.release_on_behalf_of(token)
@@ -470,7 +493,8 @@ class EchoServer:
                 try:
                     if not self.plaintext:
                         assert self._context is not None
-                        s = trio.SSLStream(stream, self._context, server_side=True)
+                        s = trio.SSLStream(for_tls(stream, send_timeout=self.limits.send_timeout),
+                                           self._context, server_side=True)
                         await self._handshake(s, conn)
                     phase = "echo"
                     await self._echo(s, conn)
@@ -503,7 +527,7 @@ class EchoServer:
             except trio.BrokenResourceError:
                 await flush_alert(s)
                 raise
-            if isinstance(s.transport_stream, trio.SocketStream):
+            if isinstance(s.transport_stream, (trio.SocketStream, TransportStream)):
                 await send_tickets_now(s)  # so clients that hang up at once can resume
         if cs.cancelled_caught:
             raise trio.TooSlowError
@@ -525,6 +549,7 @@ class EchoServer:
         lim = self.limits
         st = self.stats
         scanner = FrameScanner(max_frame=lim.max_frame)
+        receive_size = None if self.plaintext else _TLS_RECEIVE
         frame_deadline = math.inf
         while True:
             mid = conn.mid_frame = scanner.mid_frame
@@ -541,7 +566,7 @@ class EchoServer:
                 if kind == "idle_timeout":
                     conn.idle_scope = cs
                 try:
-                    data = await s.receive_some()
+                    data = await s.receive_some(receive_size)
                 except trio.BrokenResourceError as exc:
                     if not is_ragged_eof(exc):
                         raise
@@ -596,6 +621,15 @@ class EchoServer:
             info.bytes += len(out)
 
     async def _send(self, s: trio.abc.Stream, data: bytes | bytearray) -> None:
+        if type(s) is trio.SSLStream and type(s.transport_stream) is TransportStream:
+            # The transport times out a send that blocks (its slow path only): no scope per echo.
+            try:
+                await s.send_all(data)
+            except SendTimedOut as exc:
+                raise _SendTimeout(str(exc)) from exc
+            except trio.BrokenResourceError as exc:
+                raise _ClientGone("client went away before its echo was delivered") from exc
+            return
         # send_all returns once the kernel took the bytes: a client that does not
         # read fills its socket buffers, then this blocks (we stop receiving, so
         # the client is throttled too) until send_timeout drops it.
