@@ -240,3 +240,18 @@ def test_every_kind_has_a_fix() -> None:
     for name, k in ERROR_KINDS.items():
         assert k.fix and k.symptom and "\n" not in k.fix, name
     assert ssl.OPENSSL_VERSION  # the table is the same whatever the OpenSSL
+
+
+async def test_hostname_mismatch_diagnosed_once_per_run(pki: TestPKI, start_server: Any) -> None:
+    """ping -c 3 against a misnamed server: three failures explained, one diagnostic connection."""
+    from trioecho import Pinger, PingOptions
+
+    srv = await start_server()
+    report = await Pinger(PingOptions(host="127.0.0.1", port=srv.port, servername="wrong.example", count=3,
+                                      interval=0), pki.client_policy()).run()
+    assert [p.error_kind for p in report.probes] == ["hostname_mismatch"] * 3
+    assert all("localhost" in (p.error or "") for p in report.probes)
+    ended = await srv.wait_ended(4)  # 3 probes + 1 diagnosis
+    assert len(ended) == 4
+    diag = [i for i in ended if i.version is not None]
+    assert len(diag) == 1 and diag[0].outcome == "clean"  # the diagnosis closes with close_notify

@@ -31,6 +31,7 @@ terminates TCP between us and the server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -554,6 +555,7 @@ async def open_echo_connection(
     max_frame: int = MAX_FRAME,
     open_stream: OpenStream | None = None,
     diagnose_plaintext: bool = True,
+    diagnoses: dict[tuple[str, int, str], list[str]] | None = None,
 ) -> EchoConnection:
     """Connect, handshake and verify, under one deadline.
 
@@ -573,6 +575,8 @@ async def open_echo_connection(
             connector in tests); its duration is reported as the TCP connect time.
         diagnose_plaintext: when the server drops the handshake without a word, try one
             plaintext echo on a new connection to tell a plaintext echo server apart.
+        diagnoses: a dict kept across calls (e.g. one per ping run) so a repeated hostname
+            mismatch is explained without a new diagnostic connection each time.
 
     Returns:
         An open :class:`EchoConnection`.
@@ -644,7 +648,7 @@ async def open_echo_connection(
                     ERROR_KINDS["no_shared_cipher"].fix,
                 )
             if failure.kind == "hostname_mismatch":
-                names = await _peer_names(host, port, policy, name, timeout, open_stream)
+                names = await _peer_names(host, port, policy, name, timeout, open_stream, diagnoses)
                 failure = _explain(failure, name, names)
             elif failure.kind == "handshake_eof" and diagnose_plaintext:
                 if await _answers_plaintext_echo(host, port, min(timeout, PLAINTEXT_PROBE_TIMEOUT), open_stream):
@@ -725,8 +729,24 @@ def _explain(f: ConnectionFailed, name: str, names: list[str]) -> ConnectionFail
 
 
 async def _peer_names(host: str, port: int, policy: Policy, name: str, timeout: float,
-                      open_stream: OpenStream | None = None) -> list[str]:
-    """Diagnose a hostname mismatch: reconnect verifying the chain but not the name, read the SANs."""
+                      open_stream: OpenStream | None = None,
+                      cache: dict[tuple[str, int, str], list[str]] | None = None) -> list[str]:
+    """Diagnose a hostname mismatch: reconnect verifying the chain but not the name, read the SANs.
+
+    ``cache`` (one per ping run) keeps the answer, so ``ping -c 100`` against a
+    misnamed server makes one diagnostic connection, not 100.
+    """
+    key = (host, port, name)
+    if cache is not None and key in cache:
+        return cache[key]
+    names = await _read_peer_names(host, port, policy, name, timeout, open_stream)
+    if cache is not None and names:
+        cache[key] = names
+    return names
+
+
+async def _read_peer_names(host: str, port: int, policy: Policy, name: str, timeout: float,
+                           open_stream: OpenStream | None) -> list[str]:
     ctx = policy.client_context()
     ctx.check_hostname = False
     with trio.move_on_after(timeout):
@@ -738,6 +758,10 @@ async def _peer_names(host: str, port: int, policy: Policy, name: str, timeout: 
                 der = s.getpeercert(binary_form=True)
                 return PeerCert.from_der(der).san if der else []
             finally:
+                # close_notify, so the server logs a clean close rather than a vanished client
+                with trio.move_on_after(1.0):
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        await s.aclose()
                 await trio.aclose_forcefully(s)
         except (OSError, trio.BrokenResourceError, ValueError):
             return []
@@ -973,6 +997,7 @@ class Pinger:
         if self._ctx is not None:
             _trace.install(self._ctx)
         self._sessions = SessionCache() if options.resume else None
+        self._diagnoses: dict[tuple[str, int, str], list[str]] = {}  # hostname-mismatch names, per run
         self._open_stream = open_stream
         self._conn: EchoConnection | None = None
         self._last_tls: TLSInfo | None = None
@@ -1017,7 +1042,7 @@ class Pinger:
                     o.host, o.port, policy=self.policy, servername=o.servername, timeout=o.timeout,
                     plaintext=o.plaintext, sessions=self._sessions, ssl_context=self._ctx,
                     max_frame=o.max_frame, open_stream=self._open_stream,
-                    diagnose_plaintext=not o.handshake_only,
+                    diagnose_plaintext=not o.handshake_only, diagnoses=self._diagnoses,
                 )
             except ConnectionFailed as exc:
                 p.error_kind, p.error, p.hint = exc.kind, exc.detail, exc.hint
