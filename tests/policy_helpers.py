@@ -3,8 +3,9 @@
 trustme marks subjectAltName critical while also filling the subject (O/OU), which
 RFC 5280 section 4.2.1.6 forbids; strict verifiers (sslyze through cryptography's
 X.509 verifier) refuse such a leaf.  An outside scanner must see a chain a real
-deployment would have, so these tests issue the leaves themselves, signed by a
-trustme CA: ECDSA P-256, 90 days, SAN not critical, CN set.
+deployment would have, so these tests issue the leaves with scripts/gen_certs.py's
+own builder (the one users get), signed by a trustme CA: ECDSA P-256, 90 days,
+SAN not critical, CN set.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import CLI, cli_env
 from .peers import Proc, run
@@ -40,49 +39,34 @@ class StrictPKI:
 
     def leaf(self, name: str, *sans: str, client: bool = False, days: int = 90,
              encrypt_with: bytes | None = None) -> tuple[Path, Path]:
-        """Issue a leaf; returns (chain.pem, key.pem), written with mode 600 for the key."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        ca_cert = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
-        ca_key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), password=None)
-        alt: list[x509.GeneralName] = []
-        for s in sans or (name,):
-            try:
-                import ipaddress
-
-                alt.append(x509.IPAddress(ipaddress.ip_address(s)))
-            except ValueError:
-                alt.append(x509.DNSName(s))
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now - datetime.timedelta(hours=1) + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-        )
+        """Issue a leaf with scripts/gen_certs.py's own builder; returns (chain.pem, key.pem), key mode 600."""
+        not_before = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+        key_pem, cert_pem = _gen_certs_module()._leaf(
+            self.ca, name, list(sans or (name,)), client=client, key_type="ecdsa",
+            not_before=not_before, not_after=not_before + datetime.timedelta(days=days))
+        if encrypt_with:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.BestAvailableEncryption(encrypt_with))
         stem = re.sub(r"[^A-Za-z0-9.-]", "_", name) + ("-client" if client else "")
         chain = self.dir / f"{stem}.crt"
-        chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        enc: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(encrypt_with) if encrypt_with else serialization.NoEncryption()
-        )
+        chain.write_bytes(cert_pem)
         keyfile = self.dir / f"{stem}.key"
-        keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+        keyfile.write_bytes(key_pem)
         os.chmod(keyfile, 0o600)
         return chain, keyfile
+
+
+def _gen_certs_module() -> Any:
+    """scripts/gen_certs.py as a module: the tests issue leaves exactly as users get them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "gen_certs.py"
+    spec = importlib.util.spec_from_file_location("trioecho_gen_certs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def gen_certs(out: Path, *args: str) -> dict[str, Path]:

@@ -94,14 +94,24 @@ def _nonneg(text: str) -> float:
     return v
 
 
-def _count(text: str) -> int:
+def _whole(text: str, minimum: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
     return v
+
+
+def _count(text: str) -> int:
+    """A whole number >= 1 (counts, connections, workers)."""
+    return _whole(text, 1)
+
+
+def _int_nonneg(text: str) -> int:
+    """A whole number >= 0 (warmup probes)."""
+    return _whole(text, 0)
 
 
 def _port(text: str) -> int:

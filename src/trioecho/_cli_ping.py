@@ -17,6 +17,7 @@ from ._cli_common import (
     EXIT_OK,
     HelpFormatter,
     _count,
+    _int_nonneg,
     _nonneg,
     _positive,
     add_client_tls_flags,
@@ -45,16 +46,6 @@ SESSION_FILE_UNSUPPORTED = (
     "(ping resumes from the second probe on: use --count 2 or more, and --expect resumed=yes in CI); "
     "across runs, `openssl s_client -sess_out F` then `-sess_in F`"
 )
-
-
-def _int_nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return v
 
 
 def add_parser(sub: Any) -> None:
